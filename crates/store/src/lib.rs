@@ -1,0 +1,20 @@
+//! Persistence for sspr-fleet on SQLite (the default, embedded) and PostgreSQL (for several
+//! replicas), through sqlx.
+//!
+//! The backend is chosen by the URL scheme. Both dialects share one set of queries, written in
+//! the SQL both accept (`$N` parameters, `RETURNING`, times as Unix milliseconds in `BIGINT`);
+//! where they must differ, the code says so next to the query. Migrations live in
+//! `migrations/{sqlite,postgres}` with the same file names and are embedded in the binary.
+//!
+//! This crate depends on no HTTP, Graph or CLI code.
+
+mod api_keys;
+mod audit;
+mod error;
+mod pool;
+mod time;
+
+pub use api_keys::{ApiKey, NewApiKey};
+pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
+pub use error::StoreError;
+pub use pool::{Backend, MigrationReport, Store, StoreOptions};
