@@ -1,1 +1,111 @@
+//! The HTTP face of sspr-fleet: the actix-web application, API-key authentication,
+//! problem+json errors and the OpenAPI document.
+//!
+//! This is the only crate that depends on actix-web. Handlers are thin: authenticate, parse
+//! into domain types, call the store or a service, map to a DTO. Paths are collected into the
+//! OpenAPI document by utoipa-actix-web as they are registered, never from a hand-kept list.
 
+mod auth;
+mod error;
+mod extract;
+mod fallback;
+pub mod keys;
+mod middleware;
+mod openapi;
+pub(crate) mod ops;
+mod v1;
+
+use std::sync::Arc;
+
+use actix_web::{
+    App, Error,
+    body::MessageBody,
+    dev::{ServiceFactory, ServiceRequest, ServiceResponse},
+    middleware::{ErrorHandlers, from_fn},
+    web,
+};
+use sspr_domain::Clock;
+use sspr_store::Store;
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use auth::{ApiToken, Caller, TOKEN_PREFIX, hash_token};
+pub use error::{ApiError, ErrorChain, FieldError, PROBLEM_JSON, Problem};
+pub use middleware::REQUEST_ID_HEADER;
+pub use openapi::{openapi, openapi_json};
+pub use ops::ProbeStatus;
+pub use v1::{
+    api_keys::{ApiKeyList, ApiKeyView, ApiRole, CreateApiKey, CreatedApiKey},
+    audit::{AuditEntryView, AuditPage, AuditQuery},
+};
+
+/// Limits and switches of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self { max_body_bytes: 1024 * 1024 }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
+    /// HTTP settings.
+    pub settings: ApiSettings,
+}
+
+/// Registers every documented route. Used both to serve and to generate the OpenAPI document,
+/// so the two cannot drift apart.
+fn routes<T>(app: utoipa_actix_web::UtoipaApp<T>) -> utoipa_actix_web::UtoipaApp<T>
+where
+    T: ServiceFactory<ServiceRequest, Config = (), Error = Error, InitError = ()>,
+{
+    app.configure(ops::configure).service(
+        utoipa_actix_web::scope("/v1")
+            .wrap(from_fn(middleware::audit))
+            .wrap(from_fn(auth::authenticate))
+            .configure(v1::configure),
+    )
+}
+
+/// The documented routes and the OpenAPI document they produce, before any serving concern.
+pub(crate) fn documented_routes() -> utoipa::openapi::OpenApi {
+    let (_, doc) = routes(App::new().into_utoipa_app().openapi(openapi::base())).split_for_parts();
+    openapi::finish(doc)
+}
+
+/// Builds the application for one HTTP worker.
+pub fn app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
+    let max_body = state.settings.max_body_bytes;
+    let (app, doc) =
+        routes(App::new().into_utoipa_app().openapi(openapi::base())).split_for_parts();
+    let doc = openapi::finish(doc);
+    let table = fallback::RouteTable::from_openapi(&doc);
+    app.app_data(web::Data::new(state))
+        .app_data(web::Data::new(table))
+        .app_data(web::PayloadConfig::new(max_body))
+        .app_data(web::JsonConfig::default().limit(max_body))
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc))
+        .default_service(web::to(fallback::not_matched))
+        .wrap(ErrorHandlers::new().default_handler(middleware::problemize))
+        .wrap(from_fn(middleware::request_context))
+}

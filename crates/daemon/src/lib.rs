@@ -1,1 +1,169 @@
+//! The `sspr-fleet` daemon: settings, telemetry, wiring of the store and the HTTP API, and
+//! graceful shutdown. The binary in `main.rs` is only the command line on top of this.
+//!
+//! This crate wires the others together; no other crate depends on it except the end-to-end
+//! tests, which start the daemon through [`Application`] exactly as `serve` does.
 
+pub mod master_key;
+pub mod settings;
+pub mod telemetry;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use sspr_api::{ApiSettings, AppState};
+use sspr_domain::{Clock, SystemClock};
+use sspr_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    master_key::{KeySource, MasterKey},
+    settings::Settings,
+};
+
+/// Opens the database named in the settings and applies pending migrations.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let store = Store::connect(settings.database_url.expose_secret(), &settings.store_options())
+        .await
+        .with_context(|| format!("cannot open the database {}", settings::mask_url(settings)))?;
+    let report = store.migrate().await.context("cannot migrate the database")?;
+    tracing::info!(
+        backend = store.backend().name(),
+        applied = report.applied_now,
+        total = report.total,
+        "database ready"
+    );
+    Ok(store)
+}
+
+/// A daemon that is bound to its port and ready to run.
+pub struct Application {
+    server: actix_web::dev::Server,
+    addr: SocketAddr,
+    store: Store,
+    master_key: MasterKey,
+}
+
+impl Application {
+    /// Opens the database, resolves the master key and binds the listener. Nothing is served
+    /// until [`Application::run_until_stopped`].
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] with a chosen clock (tests pass a manual one).
+    pub async fn build_with_clock(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let store = open_store(settings).await?;
+        let (master_key, source) = MasterKey::resolve(
+            settings.master_key.as_ref(),
+            settings.master_key_file.as_deref(),
+            &settings.data_dir,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        match &source {
+            KeySource::Generated(path) => tracing::warn!(
+                key_id = master_key.id(),
+                path = %path,
+                "generated a new master key and stored it; back this file up, stored secrets cannot be read without it"
+            ),
+            KeySource::DataDir(path) => {
+                tracing::info!(key_id = master_key.id(), path = %path, "master key loaded from the data directory")
+            }
+            KeySource::File(path) => {
+                tracing::info!(key_id = master_key.id(), path = %path, "master key loaded from master_key_file")
+            }
+            KeySource::Setting => tracing::info!(
+                key_id = master_key.id(),
+                "master key loaded from the master_key setting"
+            ),
+        }
+        let state = AppState {
+            store: store.clone(),
+            clock,
+            settings: ApiSettings { max_body_bytes: settings.api.max_body_bytes },
+        };
+        let mut server = actix_web::HttpServer::new(move || sspr_api::app(state.clone()))
+            // Signals are ours to handle, so every component shuts down in one order.
+            .disable_signals()
+            .shutdown_timeout(settings.api.shutdown_timeout_secs)
+            .client_request_timeout(Duration::from_secs(10));
+        if settings.api.workers > 0 {
+            server = server.workers(settings.api.workers);
+        }
+        let server = server
+            .bind(settings.listen)
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let addr = server.addrs().first().copied().context("the listener has no address")?;
+        let server = server.run();
+        Ok(Self { server, addr, store, master_key })
+    }
+
+    /// The address the API listens on (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The store the daemon uses.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The public id of the master key in use.
+    pub fn master_key_id(&self) -> &str {
+        self.master_key.id()
+    }
+
+    /// Serves until `shutdown` is cancelled: then stops accepting, lets in-flight requests
+    /// finish (up to the shutdown timeout) and closes the database.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let stopper = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                tracing::info!("shutting down: no new connections, finishing requests in flight");
+                handle.stop(true).await;
+            }
+        });
+        tracing::info!(addr = %self.addr, "serving the API");
+        let result = self.server.await.context("the HTTP server failed");
+        shutdown.cancel();
+        let _ = stopper.await;
+        self.store.close().await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(err) => {
+                        tracing::error!(%err, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        token.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => tracing::info!("SIGINT received"),
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        token.cancel();
+    });
+}

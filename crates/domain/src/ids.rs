@@ -80,6 +80,11 @@ prefixed_id!(
     "key_"
 );
 prefixed_id!(
+    /// Identifies a customer tenant registered in sspr-fleet (not its Entra tenant id).
+    TenantId,
+    "ten_"
+);
+prefixed_id!(
     /// Identifies one audit log entry.
     AuditId,
     "aud_"

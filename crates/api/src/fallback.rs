@@ -1,0 +1,145 @@
+//! What answers when no route matched: 405 with `Allow` when the path exists under another
+//! method, 404 otherwise. The route table comes from the generated OpenAPI document, so it can
+//! never disagree with the documented API.
+
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
+
+use crate::error::{problem_for_status, problem_response};
+
+#[derive(Debug, Clone)]
+struct Route {
+    segments: Vec<Segment>,
+    methods: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Literal(String),
+    Param,
+}
+
+/// Every documented path and its methods.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub(crate) fn from_openapi(doc: &utoipa::openapi::OpenApi) -> Self {
+        let value = serde_json::to_value(&doc.paths).unwrap_or_default();
+        let mut routes = Vec::new();
+        if let Some(paths) = value.as_object() {
+            for (path, item) in paths {
+                let methods = item
+                    .as_object()
+                    .map(|ops| {
+                        ops.keys()
+                            .filter(|m| {
+                                matches!(
+                                    m.as_str(),
+                                    "get" | "put" | "post" | "delete" | "patch" | "head"
+                                )
+                            })
+                            .map(|m| m.to_ascii_uppercase())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let segments = split(path)
+                    .map(|s| {
+                        if s.starts_with('{') && s.ends_with('}') {
+                            Segment::Param
+                        } else {
+                            Segment::Literal(s.to_owned())
+                        }
+                    })
+                    .collect();
+                routes.push(Route { segments, methods });
+            }
+        }
+        Self { routes }
+    }
+
+    /// The methods documented for `path`, or `None` when no documented path matches.
+    pub(crate) fn methods_for(&self, path: &str) -> Option<Vec<String>> {
+        let parts: Vec<&str> = split(path).collect();
+        let mut methods: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|r| {
+                r.segments.len() == parts.len()
+                    && r.segments.iter().zip(&parts).all(|(seg, part)| match seg {
+                        Segment::Literal(lit) => lit == part,
+                        Segment::Param => !part.is_empty(),
+                    })
+            })
+            .flat_map(|r| r.methods.iter().cloned())
+            .collect();
+        if methods.is_empty() {
+            return None;
+        }
+        methods.sort();
+        methods.dedup();
+        Some(methods)
+    }
+}
+
+fn split(path: &str) -> impl Iterator<Item = &str> {
+    path.trim_end_matches('/').split('/').skip(1)
+}
+
+/// The default service of the app.
+pub(crate) async fn not_matched(req: HttpRequest, table: web::Data<RouteTable>) -> HttpResponse {
+    match table.methods_for(req.path()) {
+        Some(methods) => {
+            let detail =
+                format!("{} is not allowed here; allowed: {}", req.method(), methods.join(", "));
+            let mut response = problem_response(&problem_for_status(
+                actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+                Some(detail),
+            ));
+            if let Ok(value) = header::HeaderValue::from_str(&methods.join(", ")) {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+            response
+        }
+        None => problem_response(&problem_for_status(
+            actix_web::http::StatusCode::NOT_FOUND,
+            Some(format!("no resource at {}", req.path())),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(paths: &[(&str, &[&str])]) -> RouteTable {
+        RouteTable {
+            routes: paths
+                .iter()
+                .map(|(p, ms)| Route {
+                    segments: split(p)
+                        .map(|s| {
+                            if s.starts_with('{') {
+                                Segment::Param
+                            } else {
+                                Segment::Literal(s.into())
+                            }
+                        })
+                        .collect(),
+                    methods: ms.iter().map(|m| m.to_string()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn methods_are_found_for_literal_and_templated_paths() {
+        let t =
+            table(&[("/v1/api-keys", &["GET", "POST"]), ("/v1/api-keys/{id}", &["GET", "DELETE"])]);
+        assert_eq!(t.methods_for("/v1/api-keys"), Some(vec!["GET".into(), "POST".into()]));
+        assert_eq!(t.methods_for("/v1/api-keys/key_1"), Some(vec!["DELETE".into(), "GET".into()]));
+        assert_eq!(t.methods_for("/v1/api-keys/key_1/extra"), None);
+        assert_eq!(t.methods_for("/v1/nothing"), None);
+    }
+}

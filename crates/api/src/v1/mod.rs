@@ -1,0 +1,63 @@
+//! The `/v1` API, one module per resource.
+
+pub(crate) mod api_keys;
+pub(crate) mod audit;
+
+use utoipa_actix_web::service_config::ServiceConfig;
+
+/// Registers every `/v1` handler; paths are collected into the OpenAPI document as they are.
+pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
+    api_keys::configure(cfg);
+    audit::configure(cfg);
+}
+
+/// Checks a human name: 1 to `max` characters after trimming, no control characters.
+pub(crate) fn check_name(
+    field: &str,
+    value: &str,
+    max: usize,
+    errors: &mut Vec<crate::error::FieldError>,
+) -> String {
+    use crate::error::FieldError;
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        errors.push(FieldError::new(field, "required", format!("{field} must not be empty")));
+    } else if trimmed.chars().count() > max {
+        errors.push(FieldError::new(
+            field,
+            "too_long",
+            format!("{field} is longer than {max} characters"),
+        ));
+    } else if trimmed.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            field,
+            "invalid_format",
+            format!("{field} contains control characters"),
+        ));
+    }
+    trimmed.to_owned()
+}
+
+/// An opaque paging cursor wrapping a position.
+pub(crate) mod cursor {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+
+    pub(crate) fn encode(seq: i64) -> String {
+        URL_SAFE_NO_PAD.encode(format!("s:{seq}"))
+    }
+
+    pub(crate) fn decode(text: &str) -> Option<i64> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        std::str::from_utf8(&bytes).ok()?.strip_prefix("s:")?.parse().ok()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn cursors_round_trip_and_garbage_is_rejected() {
+            assert_eq!(super::decode(&super::encode(42)), Some(42));
+            assert_eq!(super::decode("not-a-cursor"), None);
+            assert_eq!(super::decode(""), None);
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Settings: the embedded defaults, then an optional TOML file, then `SSPR_FLEET_*` variables.
+//! Everything is checked here, before anything starts, and a bad value stops start-up with one
+//! line naming the setting.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    Figment,
+    providers::{Format, Serialized, Toml},
+};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// The commented defaults, embedded in the binary. Also the configuration reference.
+pub const DEFAULT_CONFIG: &str = include_str!("../config.default.toml");
+
+/// The prefix of every environment variable the daemon reads.
+pub const ENV_PREFIX: &str = "SSPR_FLEET_";
+
+/// The top-level keys; environment variables outside them are ignored (with a warning), so
+/// that unrelated `SSPR_FLEET_TEST_*` variables do not stop the daemon.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "database_url",
+    "listen",
+    "data_dir",
+    "master_key",
+    "master_key_file",
+    "graph_url",
+    "login_url",
+    "log",
+    "log_format",
+    "api",
+    "database",
+];
+
+/// All settings of the daemon.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `sqlite://...` or `postgres://...`. May hold a password, so it is secret.
+    #[serde(serialize_with = "serialize_masked")]
+    pub database_url: SecretString,
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Directory for the generated master key.
+    pub data_dir: PathBuf,
+    /// The master key, base64 of 32 bytes.
+    #[serde(default, skip_serializing)]
+    pub master_key: Option<SecretString>,
+    /// A file holding the master key.
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+    /// Base URL of Microsoft Graph.
+    pub graph_url: String,
+    /// Base URL of the Microsoft identity platform.
+    pub login_url: String,
+    /// Log filter.
+    pub log: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// HTTP settings.
+    pub api: ApiSection,
+    /// Database pool settings.
+    pub database: DatabaseSection,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// HTTP worker threads; 0 for one per core.
+    pub workers: usize,
+    /// Grace period for in-flight requests on shutdown.
+    pub shutdown_timeout_secs: u64,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// PostgreSQL pool size.
+    pub max_connections: u32,
+    /// SQLite read connections.
+    pub sqlite_readers: u32,
+    /// Wait for a connection or lock, in seconds.
+    pub acquire_timeout_secs: u64,
+}
+
+/// A setting that is missing, malformed or out of range.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {key} ({env}): {message}")]
+pub struct SettingsError {
+    /// The key as written in the TOML file, e.g. `api.max_body_bytes`.
+    pub key: String,
+    /// The environment variable that sets it.
+    pub env: String,
+    /// What is wrong, never including a secret value.
+    pub message: String,
+}
+
+impl SettingsError {
+    fn new(key: &str, message: impl Into<String>) -> Self {
+        Self { key: key.to_owned(), env: env_name(key), message: message.into() }
+    }
+}
+
+/// The environment variable for a key: `api.max_body_bytes` -> `SSPR_FLEET_API__MAX_BODY_BYTES`.
+pub fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "__").to_ascii_uppercase())
+}
+
+const SECRET_KEYS: &[&str] = &["master_key", "database_url"];
+
+impl Settings {
+    /// Loads settings from the defaults, the optional file and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Loads settings with the given environment (tests pass their own).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_CONFIG));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(SettingsError {
+                    key: "--config".into(),
+                    env: "command line".into(),
+                    message: format!("no such file: {}", path.display()),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env: Vec<(String, String)> =
+            env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let known = |name: &str| {
+            let key = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+            let top = key.split("__").next().unwrap_or_default().to_owned();
+            TOP_LEVEL_KEYS.contains(&top.as_str())
+        };
+        for (name, _) in env.iter().filter(|(k, _)| !known(k)) {
+            if !name.starts_with("SSPR_FLEET_TEST_") {
+                eprintln!("warning: ignoring unknown environment variable {name}");
+            }
+        }
+        for (name, value) in env.into_iter().filter(|(k, _)| known(k)) {
+            // SSPR_FLEET_API__MAX_BODY_BYTES -> api.max_body_bytes; values are read the way
+            // figment reads environment values (numbers, booleans, else strings).
+            let key = name[ENV_PREFIX.len()..].to_ascii_lowercase().replace("__", ".");
+            let value: figment::value::Value =
+                value.parse().unwrap_or_else(|e: std::convert::Infallible| match e {});
+            figment = figment.merge(Serialized::default(&key, value));
+        }
+        let settings: Settings = figment.extract().map_err(|err| {
+            let key = err.path.join(".");
+            let key = if key.is_empty() { "(file)".to_owned() } else { key };
+            let message = match &err.kind {
+                figment::error::Kind::UnknownField(field, _) => format!("unknown key {field:?}"),
+                kind => {
+                    let text = kind.to_string();
+                    // Never echo a secret value back in an error.
+                    if SECRET_KEYS.iter().any(|s| key == *s) {
+                        "not a valid value".to_owned()
+                    } else {
+                        text
+                    }
+                }
+            };
+            SettingsError::new(&key, message)
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        use secrecy::ExposeSecret;
+        let url = self.database_url.expose_secret();
+        if sspr_store::Backend::from_url(url).is_err() {
+            return Err(SettingsError::new(
+                "database_url",
+                "expected sqlite://FILE or postgres://USER@HOST:PORT/DB",
+            ));
+        }
+        for (key, value) in [("graph_url", &self.graph_url), ("login_url", &self.login_url)] {
+            let ok = (value.starts_with("https://") || value.starts_with("http://"))
+                && value.len() > "https://".len()
+                && !value.contains(char::is_whitespace);
+            if !ok {
+                return Err(SettingsError::new(
+                    key,
+                    format!("expected an http(s) URL, got {value:?}"),
+                ));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
+            return Err(SettingsError::new(
+                "log",
+                format!("not a valid log filter: {:?}", self.log),
+            ));
+        }
+        if self.master_key.is_some() && self.master_key_file.is_some() {
+            return Err(SettingsError::new(
+                "master_key",
+                "set either master_key or master_key_file, not both",
+            ));
+        }
+        if let Some(key) = &self.master_key {
+            crate::master_key::MasterKey::decode(key.expose_secret())
+                .map_err(|e| SettingsError::new("master_key", e))?;
+        }
+        if self.api.max_body_bytes < 1024 {
+            return Err(SettingsError::new("api.max_body_bytes", "must be at least 1024"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(SettingsError::new("database.max_connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Pool settings for the store.
+    pub fn store_options(&self) -> sspr_store::StoreOptions {
+        sspr_store::StoreOptions {
+            max_connections: self.database.max_connections,
+            sqlite_readers: self.database.sqlite_readers.max(1),
+            acquire_timeout: Duration::from_secs(self.database.acquire_timeout_secs.max(1)),
+        }
+    }
+
+    /// The effective settings as TOML, with secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut value =
+            toml::Value::try_from(self).unwrap_or(toml::Value::Table(Default::default()));
+        if let Some(table) = value.as_table_mut() {
+            table.insert("database_url".into(), toml::Value::String(mask_url(self)));
+            if self.master_key.is_some() {
+                table.insert("master_key".into(), toml::Value::String("***".into()));
+            }
+        }
+        toml::to_string_pretty(&value).unwrap_or_default()
+    }
+}
+
+fn serialize_masked<S: serde::Serializer>(_: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("***")
+}
+
+/// The database URL with any password replaced, for logs and `config`.
+pub fn mask_url(settings: &Settings) -> String {
+    use secrecy::ExposeSecret;
+    let url = settings.database_url.expose_secret();
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked =
+                if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
+            format!("{}{masked}{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
