@@ -277,3 +277,100 @@ pub fn mask_url(settings: &Settings) -> String {
         _ => url.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.database_url.expose_secret(), "sqlite://sspr-fleet.db");
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.graph_url, "https://graph.microsoft.com");
+        assert_eq!(s.login_url, "https://login.microsoftonline.com");
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert!(s.master_key.is_none() && s.master_key_file.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "listen = \"0.0.0.0:9000\"\ngraph_url = \"http://sim:1\"\n[api]\nmax_body_bytes = 4096\n").unwrap();
+        let s = Settings::load_from(
+            Some(&file),
+            env(&[
+                ("SSPR_FLEET_LISTEN", "127.0.0.1:9100"),
+                ("SSPR_FLEET_API__WORKERS", "3"),
+                ("SSPR_FLEET_LOG_FORMAT", "json"),
+                ("SSPR_FLEET_TEST_DATABASE_URL", "postgres://ignored"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(s.graph_url, "http://sim:1");
+        assert_eq!(s.api.max_body_bytes, 4096);
+        assert_eq!(s.api.workers, 3);
+        assert_eq!(s.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn errors_name_the_setting_and_its_variable() {
+        let err = Settings::load_from(None, env(&[("SSPR_FLEET_DATABASE__MAX_CONNECTIONS", "0")]))
+            .unwrap_err();
+        assert_eq!(err.key, "database.max_connections");
+        assert_eq!(err.env, "SSPR_FLEET_DATABASE__MAX_CONNECTIONS");
+        let err = Settings::load_from(
+            None,
+            env(&[("SSPR_FLEET_MASTER_KEY", "AAAA"), ("SSPR_FLEET_MASTER_KEY_FILE", "/x")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "master_key");
+        let err = Settings::load_from(None, env(&[("SSPR_FLEET_LOG", "info,[[[")])).unwrap_err();
+        assert_eq!(err.env, "SSPR_FLEET_LOG");
+    }
+
+    #[test]
+    fn printed_settings_hide_secrets() {
+        let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [3u8; 32]);
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SSPR_FLEET_DATABASE_URL", "postgres://fleet:hunter2@db:5432/fleet"),
+                ("SSPR_FLEET_MASTER_KEY", &key),
+            ]),
+        )
+        .unwrap();
+        let text = s.to_masked_toml();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains(&key), "{text}");
+        assert!(text.contains("postgres://fleet:***@db:5432/fleet"), "{text}");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_example_deployment_config_is_valid() {
+        let file =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/sspr-fleet.example.toml");
+        let s = Settings::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(
+            sspr_store::Backend::from_url(s.database_url.expose_secret()).unwrap(),
+            sspr_store::Backend::Postgres
+        );
+    }
+
+    #[test]
+    fn env_names_follow_the_nesting_rule() {
+        assert_eq!(env_name("listen"), "SSPR_FLEET_LISTEN");
+        assert_eq!(env_name("api.max_body_bytes"), "SSPR_FLEET_API__MAX_BODY_BYTES");
+    }
+}

@@ -25,7 +25,10 @@ impl Drop for TelemetryGuard {
 pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_new(filter)?;
     let fmt_layer = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)

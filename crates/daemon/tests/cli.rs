@@ -1,0 +1,185 @@
+//! The `sspr-fleet` binary as an operator runs it: a real process, real sockets, real signals.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sspr-fleet");
+
+/// The binary with no SSPR_FLEET_* variables from the caller's environment, run in `dir`.
+fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("SSPR_FLEET_") || name.starts_with("OTEL_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `serve` and returns once it logs that it is serving, with the lines logged so far.
+fn start_serve(dir: &Path, port: u16) -> (Child, Vec<String>) {
+    let mut child = command(dir)
+        .arg("serve")
+        .env("SSPR_FLEET_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SSPR_FLEET_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = Vec::new();
+    let mut reader = BufReader::new(stderr);
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).unwrap();
+        assert!(n > 0, "serve exited before serving; log:\n{}", lines.join(""));
+        lines.push(line.clone());
+        if line.contains("serving the API") {
+            break;
+        }
+    }
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in reader.lines() {});
+    (child, lines)
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    child.wait().unwrap()
+}
+
+#[test]
+fn help_explains_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for sub in ["serve", "migrate", "openapi", "keys", "config"] {
+        assert!(text.contains(sub), "--help does not mention {sub}:\n{text}");
+    }
+    let out = command(dir.path()).args(["keys", "create", "--help"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for flag in ["--name", "--role", "--tenant"] {
+        assert!(text.contains(flag), "keys create --help lacks {flag}");
+    }
+}
+
+#[test]
+fn openapi_command_prints_the_committed_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path()).arg("openapi").output().unwrap();
+    assert!(out.status.success());
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../openapi/openapi.json");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), std::fs::read_to_string(committed).unwrap());
+}
+
+#[test]
+fn keys_create_prints_only_the_key_and_stores_only_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .args(["keys", "create", "--name", "ci", "--role", "admin"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let key = stdout.strip_suffix('\n').expect("one line");
+    assert!(!key.contains('\n'));
+    assert!(key.starts_with("sfk_") && key.len() == 47, "{key:?}");
+    // The database (and its write-ahead log) must not contain the key in clear.
+    for file in ["sspr-fleet.db", "sspr-fleet.db-wal"] {
+        let path = dir.path().join(file);
+        if path.exists() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(!bytes.windows(key.len()).any(|w| w == key.as_bytes()), "{file} holds the key");
+        }
+    }
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value) in [
+        ("SSPR_FLEET_LISTEN", "not-an-address"),
+        ("SSPR_FLEET_MASTER_KEY", "c2hvcnQ="),
+        ("SSPR_FLEET_DATABASE_URL", "mysql://db/x"),
+        ("SSPR_FLEET_API__MAX_BODY_BYTES", "lots"),
+        ("SSPR_FLEET_GRAPH_URL", "graph.microsoft.com"),
+        ("SSPR_FLEET_LOG_FORMAT", "xml"),
+    ] {
+        let out = command(dir.path()).arg("serve").env(name, value).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}={value}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
+        assert!(stderr.contains(name), "{name} not named in: {stderr}");
+    }
+    // A secret value is never echoed back.
+    let out =
+        command(dir.path()).arg("serve").env("SSPR_FLEET_MASTER_KEY", "c2hvcnQ=").output().unwrap();
+    assert!(!String::from_utf8(out.stderr).unwrap().contains("c2hvcnQ="));
+}
+
+#[test]
+fn an_unknown_key_in_the_config_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cfg.toml");
+    std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let out = command(dir.path()).arg("--config").arg(&file).arg("serve").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("lisen"));
+}
+
+#[tokio::test]
+async fn serve_starts_on_a_fresh_sqlite_file_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (mut child, log) = start_serve(dir.path(), port);
+    let log = log.join("");
+    assert!(log.contains("generated a new master key"), "{log}");
+    assert!(dir.path().join("sspr-fleet.db").exists());
+    assert!(dir.path().join("master.key").exists());
+
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+    let unauthorized = http.get(format!("{base}/v1/tenants")).send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+
+    // A key made by the CLI while the daemon runs is accepted by it.
+    let out = command(dir.path())
+        .args(["keys", "create", "--name", "ci", "--role", "admin"])
+        .output()
+        .unwrap();
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let me = http.get(format!("{base}/v1/me")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(me.status(), 200);
+
+    let status = terminate(&mut child);
+    assert!(status.success(), "exit status {status:?}");
+
+    // The second start finds the same master key instead of generating another.
+    let (mut child, log) = start_serve(dir.path(), port);
+    assert!(log.join("").contains("master key loaded from the data directory"));
+    assert!(terminate(&mut child).success());
+}
+
+#[test]
+fn migrate_applies_migrations_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path()).arg("migrate").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("applied=2"));
+    let again = command(dir.path()).arg("migrate").output().unwrap();
+    assert!(String::from_utf8(again.stderr).unwrap().contains("applied=0"));
+}
