@@ -1,1 +1,11 @@
-fn main() {}
+//! End-to-end tests: each test starts the real daemon on its own port with its own database
+//! (see `sspr_fleet_tests::spawn_app`) and talks HTTP to it.
+
+#![allow(clippy::unwrap_used)]
+
+mod api_keys;
+mod audit;
+mod auth;
+mod errors;
+mod ops;
+mod shutdown;
