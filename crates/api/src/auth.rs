@@ -5,7 +5,7 @@ use std::future::{Ready, ready};
 
 use actix_web::{
     FromRequest, HttpMessage, HttpRequest,
-    body::MessageBody,
+    body::{EitherBody, MessageBody},
     dev::{Payload, ServiceRequest, ServiceResponse},
     http::header,
     middleware::Next,
@@ -110,30 +110,39 @@ fn bearer(req: &ServiceRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Middleware for the `/v1` scope: resolves the bearer key or answers 401.
+/// Middleware for the `/v1` scope: resolves the bearer key or answers 401. Its refusals are
+/// responses, not errors, so the outer middleware logs them and adds the request id.
 pub(crate) async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    match resolve_caller(&req).await {
+        Ok(caller) => {
+            tracing::Span::current().record("key_id", tracing::field::display(&caller.key_id));
+            req.extensions_mut().insert(caller);
+            Ok(next.call(req).await?.map_into_left_body())
+        }
+        Err(err) => Ok(req.error_response(err).map_into_right_body()),
+    }
+}
+
+async fn resolve_caller(req: &ServiceRequest) -> Result<Caller, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
-        .cloned()
         .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-    let token = bearer(&req).filter(|t| well_formed(t)).ok_or(ApiError::Unauthorized)?;
-    let key = state.store.find_active_api_key(&hash_token(token)).await.map_err(ApiError::from)?;
+    let token = bearer(req).filter(|t| well_formed(t)).ok_or(ApiError::Unauthorized)?;
+    let key = state.store.find_active_api_key(&hash_token(token)).await?;
     let key = key.ok_or(ApiError::Unauthorized)?;
     let now = state.clock.now();
     if let Err(err) = state.store.touch_api_key(&key.id, now, chrono::TimeDelta::minutes(1)).await {
         // Losing a last-used timestamp must not fail the request.
         tracing::warn!(error = %crate::error::ErrorChain(&err), "cannot record key use");
     }
-    tracing::Span::current().record("key_id", tracing::field::display(&key.id));
-    req.extensions_mut().insert(Caller {
+    Ok(Caller {
         key_id: key.id,
         key_name: key.name,
         access: Access { role: key.role, tenants: key.tenants },
-    });
-    next.call(req).await
+    })
 }
 
 #[cfg(test)]

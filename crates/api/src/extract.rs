@@ -72,8 +72,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for ValidJson<T> {
             if bytes.is_empty() {
                 return Err(ApiError::MalformedJson("the body is empty".into()).into());
             }
-            let de = &mut serde_json::Deserializer::from_slice(&bytes);
-            let value = serde_path_to_error::deserialize(de).map_err(json_error)?;
+            let mut de = serde_json::Deserializer::from_slice(&bytes);
+            let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+            // Anything after the value (a second object, stray text) makes the body invalid.
+            de.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
             Ok(ValidJson(value))
         })
     }

@@ -59,6 +59,14 @@ impl RouteTable {
         Self { routes }
     }
 
+    /// Adds a served route that is not in the OpenAPI document (the document itself).
+    pub(crate) fn with_route(mut self, path: &str, methods: &[&str]) -> Self {
+        let segments = split(path).map(|s| Segment::Literal(s.to_owned())).collect();
+        self.routes
+            .push(Route { segments, methods: methods.iter().map(|m| m.to_string()).collect() });
+        self
+    }
+
     /// The methods documented for `path`, or `None` when no documented path matches.
     pub(crate) fn methods_for(&self, path: &str) -> Option<Vec<String>> {
         let parts: Vec<&str> = split(path).collect();
@@ -77,14 +85,19 @@ impl RouteTable {
         if methods.is_empty() {
             return None;
         }
+        if methods.iter().any(|m| m == "GET") {
+            methods.push("HEAD".to_owned());
+        }
         methods.sort();
         methods.dedup();
         Some(methods)
     }
 }
 
+/// The segments of a path. A trailing slash is an empty last segment, because the router
+/// treats `/v1/me/` and `/v1/me` as different paths.
 fn split(path: &str) -> impl Iterator<Item = &str> {
-    path.trim_end_matches('/').split('/').skip(1)
+    path.split('/').skip(1)
 }
 
 /// The default service of the app.
@@ -137,8 +150,15 @@ mod tests {
     fn methods_are_found_for_literal_and_templated_paths() {
         let t =
             table(&[("/v1/api-keys", &["GET", "POST"]), ("/v1/api-keys/{id}", &["GET", "DELETE"])]);
-        assert_eq!(t.methods_for("/v1/api-keys"), Some(vec!["GET".into(), "POST".into()]));
-        assert_eq!(t.methods_for("/v1/api-keys/key_1"), Some(vec!["DELETE".into(), "GET".into()]));
+        assert_eq!(
+            t.methods_for("/v1/api-keys"),
+            Some(vec!["GET".into(), "HEAD".into(), "POST".into()])
+        );
+        assert_eq!(
+            t.methods_for("/v1/api-keys/key_1"),
+            Some(vec!["DELETE".into(), "GET".into(), "HEAD".into()])
+        );
+        assert_eq!(t.methods_for("/v1/api-keys/"), None);
         assert_eq!(t.methods_for("/v1/api-keys/key_1/extra"), None);
         assert_eq!(t.methods_for("/v1/nothing"), None);
     }

@@ -99,13 +99,14 @@ pub fn app(
     let (app, doc) =
         routes(App::new().into_utoipa_app().openapi(openapi::base())).split_for_parts();
     let doc = openapi::finish(doc);
-    let table = fallback::RouteTable::from_openapi(&doc);
+    let table = fallback::RouteTable::from_openapi(&doc).with_route("/openapi.json", &["GET"]);
     app.app_data(web::Data::new(state))
         .app_data(web::Data::new(table))
         .app_data(web::PayloadConfig::new(max_body))
         .app_data(web::JsonConfig::default().limit(max_body))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc))
         .default_service(web::to(fallback::not_matched))
-        .wrap(ErrorHandlers::new().default_handler(middleware::problemize))
         .wrap(from_fn(middleware::request_context))
+        // Outermost, so it also sees the errors `request_context` turned into responses.
+        .wrap(ErrorHandlers::new().default_handler(middleware::problemize))
 }

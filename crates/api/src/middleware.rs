@@ -46,7 +46,7 @@ fn acceptable_request_id(value: &str) -> bool {
 /// Outermost middleware: assigns the request id, opens the request span, logs the outcome and
 /// echoes the id in `x-request-id`.
 pub(crate) async fn request_context(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let request_id = req
@@ -67,8 +67,14 @@ pub(crate) async fn request_context(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.path().to_owned();
-    let result = next.call(req).instrument(span.clone()).await;
-    let mut response = result?;
+    // HEAD is answered wherever GET is (RFC 9110 section 9.3.2): route it as GET; the HTTP
+    // layer remembers the request was HEAD and sends the headers without the body.
+    if method == Method::HEAD {
+        req.head_mut().method = Method::GET;
+    }
+    // Inner middleware answers its own errors with responses (see `auth::authenticate`), so
+    // every response passes here and gets the request id.
+    let mut response = next.call(req).instrument(span.clone()).await?;
     let status = response.status();
     if let Some(route) = response.request().match_pattern() {
         span.record("http.route", route.as_str());

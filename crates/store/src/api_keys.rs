@@ -121,7 +121,8 @@ impl Store {
             name: key.name,
             role: key.role,
             tenants: key.tenants,
-            created_at: key.created_at,
+            // What a later read returns: the stored precision is milliseconds.
+            created_at: from_ms(to_ms(key.created_at), "api key")?,
             created_by: key.created_by,
             last_used_at: None,
             revoked_at: None,
