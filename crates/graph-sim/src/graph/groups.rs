@@ -59,7 +59,7 @@ pub(super) fn list(world: &mut World, ctx: &Ctx<'_>, q: &Query, path: &str) -> H
         .groups
         .iter()
         .filter(|g| g.visible_at_ms <= ctx.now_ms)
-        .map(|g| group_json(g))
+        .map(group_json)
         .filter(|v| q.matches(v))
         .collect();
     page(all, q, ctx, path, "groups")

@@ -1,0 +1,781 @@
+//! Drives the simulator through real HTTP and checks status codes, headers and bodies against
+//! the Graph facts.
+
+#![allow(clippy::unwrap_used)]
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use sspr_graph_sim::{
+    Enablement, Faults, GraphSim, LegacySspr, Scenario, ScriptedFault,
+    scenario::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET},
+};
+
+const SCENARIO: &str = r#"
+seed = 11
+[settings]
+time_speed = 0.0
+page_size = 10
+
+[[tenants]]
+id = "0b6a3a8e-1111-4c2d-9e7f-000000000001"
+name = "Contoso"
+users = 35
+admins = 2
+guests = 3
+licence = "business_premium"
+hybrid = true
+migration_state = "migrationComplete"
+[tenants.faults]
+replication_delay_secs = 5
+[tenants.behaviour]
+registration_share = 1.0
+registration_delay_hours = 24.0
+reset_share = 1.0
+reset_delay_hours = 24.0
+
+[[tenants]]
+id = "0b6a3a8e-2222-4c2d-9e7f-000000000002"
+name = "Fabrikam"
+users = 12
+licence = "business_standard"
+
+[[tenants]]
+id = "0b6a3a8e-3333-4c2d-9e7f-000000000003"
+name = "Northwind"
+users = 8
+consented = false
+
+[[tenants]]
+id = "0b6a3a8e-4444-4c2d-9e7f-000000000004"
+name = "Tailspin"
+users = 8
+roles = ["User.Read.All"]
+"#;
+
+const CONTOSO: &str = "0b6a3a8e-1111-4c2d-9e7f-000000000001";
+const FABRIKAM: &str = "0b6a3a8e-2222-4c2d-9e7f-000000000002";
+const NORTHWIND: &str = "0b6a3a8e-3333-4c2d-9e7f-000000000003";
+const TAILSPIN: &str = "0b6a3a8e-4444-4c2d-9e7f-000000000004";
+
+struct Sim {
+    sim: GraphSim,
+    base: String,
+    http: Client,
+    _running: sspr_graph_sim::RunningSim,
+}
+
+async fn start(scenario: &str) -> Sim {
+    let sim = GraphSim::from_scenario(&Scenario::parse(scenario).unwrap()).unwrap();
+    let running = sim.serve(std::net::TcpListener::bind("127.0.0.1:0").unwrap()).unwrap();
+    Sim { base: running.base_url(), sim, http: Client::new(), _running: running }
+}
+
+impl Sim {
+    async fn token_form(&self, tenant: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}/{tenant}/oauth2/v2.0/token", self.base))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap())
+    }
+
+    async fn token(&self, tenant: &str) -> String {
+        let (status, body) = self
+            .token_form(
+                tenant,
+                &[
+                    ("client_id", DEFAULT_CLIENT_ID),
+                    ("client_secret", DEFAULT_CLIENT_SECRET),
+                    ("scope", "https://graph.microsoft.com/.default"),
+                    ("grant_type", "client_credentials"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn call(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}/v1.0{path}", self.base)
+        };
+        let mut req = self
+            .http
+            .request(method, url)
+            .bearer_auth(token)
+            .header("client-request-id", "c0ffee00-1111-2222-3333-444455556666");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() };
+        (status, headers, value)
+    }
+
+    async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        let (s, _, b) = self.call(token, reqwest::Method::GET, path, None).await;
+        (s, b)
+    }
+}
+
+fn assert_graph_error(body: &Value, code: &str) {
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string());
+    let inner = &body["error"]["innerError"];
+    assert!(inner["request-id"].is_string() && inner["date"].is_string(), "{body}");
+    assert!(inner["client-request-id"].is_string());
+}
+
+#[tokio::test]
+async fn token_endpoint_issues_tokens_and_answers_aad_errors() {
+    let s = start(SCENARIO).await;
+    let (status, body) = s
+        .token_form(
+            "contoso.onmicrosoft.com",
+            &[
+                ("client_id", DEFAULT_CLIENT_ID),
+                ("client_secret", DEFAULT_CLIENT_SECRET),
+                ("scope", "https://graph.microsoft.com/.default"),
+                ("grant_type", "client_credentials"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(body["expires_in"].as_i64().unwrap() > 0);
+
+    let good = [
+        ("client_id", DEFAULT_CLIENT_ID),
+        ("scope", "https://graph.microsoft.com/.default"),
+        ("grant_type", "client_credentials"),
+    ];
+    let with = |extra: (&'static str, &'static str)| {
+        let mut f = good.to_vec();
+        f.push(extra);
+        f
+    };
+    let cases: Vec<(&str, Vec<(&str, &str)>, u16, &str, u64)> = vec![
+        (CONTOSO, with(("client_secret", "wrong")), 401, "invalid_client", 7000215),
+        (
+            "nosuchtenant.onmicrosoft.com",
+            with(("client_secret", DEFAULT_CLIENT_SECRET)),
+            400,
+            "invalid_request",
+            90002,
+        ),
+        (
+            NORTHWIND,
+            with(("client_secret", DEFAULT_CLIENT_SECRET)),
+            400,
+            "unauthorized_client",
+            700016,
+        ),
+    ];
+    for (tenant, form, status, error, code) in cases {
+        let (st, body) = s.token_form(tenant, &form).await;
+        assert_eq!(st.as_u16(), status, "{body}");
+        assert_eq!(body["error"], error);
+        assert_eq!(body["error_codes"], json!([code]));
+        assert!(body["error_description"].as_str().unwrap().starts_with(&format!("AADSTS{code}:")));
+        for k in ["timestamp", "trace_id", "correlation_id", "error_uri"] {
+            assert!(body[k].is_string(), "{k} missing in {body}");
+        }
+    }
+    let (st, body) = s
+        .token_form(
+            CONTOSO,
+            &[
+                ("client_id", DEFAULT_CLIENT_ID),
+                ("client_secret", DEFAULT_CLIENT_SECRET),
+                ("scope", "User.Read"),
+                ("grant_type", "client_credentials"),
+            ],
+        )
+        .await;
+    assert_eq!((st.as_u16(), body["error"].as_str()), (400, Some("invalid_scope")));
+
+    // An expired secret is refused with its own code.
+    s.sim.set_faults(CONTOSO, Faults { secret_expired: true, ..Default::default() }).unwrap();
+    let (st, body) = s.token_form(CONTOSO, &with(("client_secret", DEFAULT_CLIENT_SECRET))).await;
+    assert_eq!((st.as_u16(), body["error_codes"][0].as_u64()), (401, Some(7000222)));
+}
+
+#[tokio::test]
+async fn certificate_assertions_are_verified() {
+    use base64::Engine;
+    let public = include_str!("data/test-app-key.pub.pem");
+    let private = include_str!("data/test-app-key.pem");
+    let thumb = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32]);
+    let scenario = format!(
+        "seed = 1\n[settings]\ntime_speed = 0.0\n[[apps]]\nclient_id = \"{DEFAULT_CLIENT_ID}\"\n[[apps.certificates]]\nx5t_s256 = \"{thumb}\"\npublic_key_pem = '''\n{public}'''\n[[tenants]]\nid = \"{CONTOSO}\"\nusers = 5\n"
+    );
+    let s = start(&scenario).await;
+    let now = s.sim.clock().now().timestamp();
+    let assertion = |aud: &str, exp: i64, kid: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.x5t_s256 = Some(kid.to_owned());
+        let claims = json!({"aud": aud, "iss": DEFAULT_CLIENT_ID, "sub": DEFAULT_CLIENT_ID, "jti": "j1", "nbf": now - 10, "exp": exp});
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_rsa_pem(private.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let form = |a: String| {
+        vec![
+            ("client_id".to_owned(), DEFAULT_CLIENT_ID.to_owned()),
+            ("scope".to_owned(), "https://graph.microsoft.com/.default".to_owned()),
+            ("grant_type".to_owned(), "client_credentials".to_owned()),
+            (
+                "client_assertion_type".to_owned(),
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned(),
+            ),
+            ("client_assertion".to_owned(), a),
+        ]
+    };
+    let aud = format!("https://login.microsoftonline.com/{CONTOSO}/oauth2/v2.0/token");
+    let post = |f: Vec<(String, String)>| {
+        let url = format!("{}/{CONTOSO}/oauth2/v2.0/token", s.base);
+        let http = s.http.clone();
+        async move {
+            let r = http.post(url).form(&f).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = post(form(assertion(&aud, now + 600, &thumb))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(form(assertion(&aud, now - 1, &thumb))).await;
+    assert_eq!((status, body["error_codes"][0].as_u64()), (401, Some(700027)), "expired");
+    let (status, _) = post(form(assertion(
+        "https://login.microsoftonline.com/other/oauth2/v2.0/token",
+        now + 600,
+        &thumb,
+    )))
+    .await;
+    assert_eq!(status, 401, "wrong audience");
+    let (status, _) = post(form(assertion(&aud, now + 600, "unknownthumbprint"))).await;
+    assert_eq!(status, 401, "unknown certificate");
+}
+
+#[tokio::test]
+async fn graph_errors_carry_request_ids_and_permissions_are_enforced() {
+    let s = start(SCENARIO).await;
+    let (status, headers, body) =
+        s.call("not-a-token", reqwest::Method::GET, "/organization", None).await;
+    assert_eq!(status, 401);
+    assert_graph_error(&body, "InvalidAuthenticationToken");
+    assert!(headers.get("request-id").is_some());
+    assert_eq!(
+        body["error"]["innerError"]["client-request-id"],
+        "c0ffee00-1111-2222-3333-444455556666"
+    );
+
+    let limited = s.token(TAILSPIN).await;
+    let (status, body) = s.get(&limited, "/policies/authenticationMethodsPolicy").await;
+    assert_eq!(status, 403);
+    assert_graph_error(&body, "Authorization_RequestDenied");
+    let (status, _) = s.get(&limited, "/users").await;
+    assert_eq!(status, 200);
+
+    let token = s.token(CONTOSO).await;
+    let (status, body) = s.get(&token, "/directory/onPremisesSynchronization").await;
+    assert_eq!(status, 403, "app-only cannot read writeback state: {body}");
+    let (status, body) = s.get(&token, "/nonsense").await;
+    assert_eq!(status, 400);
+    assert_graph_error(&body, "BadRequest");
+}
+
+#[tokio::test]
+async fn organization_and_licences_read_like_graph() {
+    let s = start(SCENARIO).await;
+    let token = s.token(CONTOSO).await;
+    let (status, body) = s.get(&token, "/organization").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["value"][0]["id"], CONTOSO);
+    assert_eq!(body["value"][0]["onPremisesSyncEnabled"], true);
+    let (status, body) = s.get(&token, "/subscribedSkus").await;
+    assert_eq!(status, 200);
+    let plans: Vec<&str> = body["value"][0]["servicePlans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["servicePlanId"].as_str().unwrap())
+        .collect();
+    assert!(plans.contains(&sspr_graph_sim::PLAN_P1));
+    assert_eq!(body["value"][0]["skuPartNumber"], "SPB");
+    let (status, body) = s.get(&token, "/subscribedSkus?$filter=skuPartNumber%20eq%20'SPB'").await;
+    assert_eq!(status, 400, "subscribedSkus does not support $filter: {body}");
+}
+
+#[tokio::test]
+async fn method_configurations_follow_patch_semantics() {
+    let s = start(SCENARIO).await;
+    let token = s.token(CONTOSO).await;
+    let (status, policy) = s.get(&token, "/policies/authenticationMethodsPolicy").await;
+    assert_eq!(status, 200);
+    assert_eq!(policy["policyMigrationState"], "migrationComplete");
+    assert!(
+        policy["authenticationMethodConfigurations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "Sms")
+    );
+
+    let path = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/sms";
+    let (status, _, body) =
+        s.call(&token, reqwest::Method::PATCH, path, Some(json!({"state": "enabled"}))).await;
+    assert_eq!(status, 400, "@odata.type is required: {body}");
+    let (status, _, _) = s
+        .call(&token, reqwest::Method::PATCH, path, Some(json!({"@odata.type": "#microsoft.graph.emailAuthenticationMethodConfiguration", "state": "enabled"})))
+        .await;
+    assert_eq!(status, 400, "a wrong @odata.type is refused");
+    let sms = "#microsoft.graph.smsAuthenticationMethodConfiguration";
+    let (status, _, _) = s
+        .call(
+            &token,
+            reqwest::Method::PATCH,
+            path,
+            Some(json!({"@odata.type": sms, "state": "on"})),
+        )
+        .await;
+    assert_eq!(status, 400, "bad enum");
+    let (status, _, _) = s
+        .call(&token, reqwest::Method::PATCH, path, Some(json!({"@odata.type": sms, "includeTargets": [{"targetType": "group", "id": "5bd6e3b1-0000-4000-8000-000000000000"}]})))
+        .await;
+    assert_eq!(status, 400, "target group must exist");
+    let (status, _, body) = s
+        .call(&token, reqwest::Method::PATCH, path, Some(json!({"@odata.type": sms, "state": "enabled", "includeTargets": [{"targetType": "group", "id": "all_users", "isRegistrationRequired": false}]})))
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (_, sms_config) = s
+        .get(&token, "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/SMS")
+        .await;
+    assert_eq!(sms_config["state"], "enabled");
+    assert_eq!(sms_config["id"], "Sms");
+
+    // Registration campaign: 200 with the policy; snooze over 14 days refused.
+    let campaign = |snooze: i64| json!({"registrationEnforcement": {"authenticationMethodsRegistrationCampaign": {"snoozeDurationInDays": snooze, "state": "enabled", "excludeTargets": [], "includeTargets": [{"id": "all_users", "targetType": "group", "targetedAuthenticationMethod": "microsoftAuthenticator"}]}}});
+    s.sim.clock().advance(chrono::TimeDelta::seconds(60));
+    let (status, _, body) = s
+        .call(
+            &token,
+            reqwest::Method::PATCH,
+            "/policies/authenticationMethodsPolicy",
+            Some(campaign(1)),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["registrationEnforcement"]["authenticationMethodsRegistrationCampaign"]["state"],
+        "enabled"
+    );
+    assert_ne!(body["lastModifiedDateTime"], policy["lastModifiedDateTime"]);
+    let (status, _, _) = s
+        .call(
+            &token,
+            reqwest::Method::PATCH,
+            "/policies/authenticationMethodsPolicy",
+            Some(campaign(15)),
+        )
+        .await;
+    assert_eq!(status, 400);
+    // DELETE returns a configuration to its default.
+    let (status, _, _) = s.call(&token, reqwest::Method::DELETE, path, None).await;
+    assert_eq!(status, 204);
+    let (_, sms_config) = s.get(&token, path).await;
+    assert_eq!(sms_config["state"], "disabled");
+}
+
+#[tokio::test]
+async fn groups_validate_replicate_and_answer_member_errors_exactly() {
+    let s = start(SCENARIO).await;
+    let token = s.token(CONTOSO).await;
+    let (status, _, body) = s
+        .call(
+            &token,
+            reqwest::Method::POST,
+            "/groups",
+            Some(json!({"displayName": "x", "mailEnabled": false, "securityEnabled": true})),
+        )
+        .await;
+    assert_eq!(status, 400, "mailNickname is required");
+    assert_graph_error(&body, "Request_BadRequest");
+    let (status, _, _) = s.call(&token, reqwest::Method::POST, "/groups", Some(json!({"displayName": "x", "mailEnabled": false, "mailNickname": "bad nick", "securityEnabled": true}))).await;
+    assert_eq!(status, 400, "spaces are not allowed in mailNickname");
+    let (status, _, group) = s
+        .call(&token, reqwest::Method::POST, "/groups", Some(json!({"displayName": "SSPR pilot", "mailEnabled": false, "mailNickname": "ssprpilot", "securityEnabled": true, "groupTypes": []})))
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let id = group["id"].as_str().unwrap().to_owned();
+
+    // Replication delay: a read by id right after creating is 404 for a few seconds.
+    let (status, body) = s.get(&token, &format!("/groups/{id}")).await;
+    assert_eq!(status, 404);
+    assert_graph_error(&body, "Request_ResourceNotFound");
+    s.sim.clock().advance(chrono::TimeDelta::seconds(6));
+    let (status, _) = s.get(&token, &format!("/groups/{id}")).await;
+    assert_eq!(status, 200);
+    let (_, found) = s.get(&token, "/groups?$filter=displayName%20eq%20'SSPR%20pilot'").await;
+    assert_eq!(found["value"].as_array().unwrap().len(), 1);
+
+    let (_, users) = s.get(&token, "/users?$top=3").await;
+    let user = users["value"][2]["id"].as_str().unwrap().to_owned();
+    let add =
+        json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{user}")});
+    let refpath = format!("/groups/{id}/members/$ref");
+    let (status, _, _) = s.call(&token, reqwest::Method::POST, &refpath, Some(add.clone())).await;
+    assert_eq!(status, 204);
+    let (status, _, body) = s.call(&token, reqwest::Method::POST, &refpath, Some(add)).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"]["message"],
+        "One or more added object references already exist for the following modified properties: 'members'."
+    );
+    let ghost = json!({"@odata.id": "https://graph.microsoft.com/v1.0/directoryObjects/ffffffff-0000-4000-8000-000000000000"});
+    let (status, _, _) = s.call(&token, reqwest::Method::POST, &refpath, Some(ghost)).await;
+    assert_eq!(status, 404);
+
+    // members@odata.bind: at most 20, atomic.
+    let (_, page) = s.get(&token, "/users?$top=25").await;
+    let ids: Vec<String> = page["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .collect();
+    let binds = |n: usize, skip: usize| -> Vec<String> {
+        ids.iter()
+            .skip(skip)
+            .take(n)
+            .map(|i| format!("https://graph.microsoft.com/v1.0/directoryObjects/{i}"))
+            .collect()
+    };
+    let (status, _, _) = s
+        .call(
+            &token,
+            reqwest::Method::PATCH,
+            &format!("/groups/{id}"),
+            Some(json!({"members@odata.bind": binds(21, 3)})),
+        )
+        .await;
+    assert_eq!(status, 400, "21 binds");
+    let (status, _, _) = s
+        .call(
+            &token,
+            reqwest::Method::PATCH,
+            &format!("/groups/{id}"),
+            Some(json!({"members@odata.bind": binds(20, 3)})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, members) = s.get(&token, &format!("/groups/{id}/members?$top=100")).await;
+    assert_eq!(members["value"].as_array().unwrap().len(), 21);
+    let (status, _, _) = s
+        .call(&token, reqwest::Method::DELETE, &format!("/groups/{id}/members/{user}/$ref"), None)
+        .await;
+    assert_eq!(status, 204);
+}
+
+#[tokio::test]
+async fn users_page_with_next_links_until_every_user_is_seen() {
+    let s = start(SCENARIO).await;
+    let token = s.token(CONTOSO).await;
+    let mut url = "/users".to_owned();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut pages = 0;
+    loop {
+        let (status, body) = s.get(&token, &url).await;
+        assert_eq!(status, 200);
+        pages += 1;
+        for u in body["value"].as_array().unwrap() {
+            assert!(seen.insert(u["id"].as_str().unwrap().to_owned()), "a user appeared twice");
+        }
+        match body["@odata.nextLink"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 35);
+    assert_eq!(pages, 4, "page_size 10");
+}
+
+#[tokio::test]
+async fn sspr_state_follows_the_legacy_policy_and_reports_need_premium() {
+    let s = start(SCENARIO).await;
+    let standard = s.token(FABRIKAM).await;
+    let (status, body) =
+        s.get(&standard, "/reports/authenticationMethods/userRegistrationDetails").await;
+    assert_eq!(status, 403);
+    assert_graph_error(&body, "Authentication_RequestFromNonPremiumTenantOrB2CTenant");
+
+    let token = s.token(CONTOSO).await;
+    let (_, group) = s
+        .call(&token, reqwest::Method::POST, "/groups", Some(json!({"displayName": "SSPR pilot", "mailEnabled": false, "mailNickname": "ssprpilot", "securityEnabled": true})))
+        .await
+        .2
+        .pipe(|g| (0, g));
+    let gid = group["id"].as_str().unwrap().to_owned();
+    s.sim.clock().advance(chrono::TimeDelta::seconds(10));
+    let (_, users) = s.get(&token, "/users?$filter=userType%20eq%20'Member'&$top=20").await;
+    let pilot = users["value"][5]["id"].as_str().unwrap().to_owned();
+    let other = users["value"][6]["id"].as_str().unwrap().to_owned();
+    s.call(&token, reqwest::Method::POST, &format!("/groups/{gid}/members/$ref"), Some(json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{pilot}")}))).await;
+
+    let details = |token: String, id: String| {
+        let s = &s;
+        async move {
+            s.get(&token, &format!("/reports/authenticationMethods/userRegistrationDetails/{id}"))
+                .await
+                .1
+        }
+    };
+    let before = details(token.clone(), pilot.clone()).await;
+    assert_eq!(before["isSsprEnabled"], false, "nothing enabled yet");
+    assert_eq!(before["isSsprCapable"], false);
+    s.sim
+        .set_legacy_sspr(
+            CONTOSO,
+            LegacySspr {
+                enablement: Enablement::Selected,
+                group_id: Some(gid.clone()),
+                methods_required: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let enabled_now = details(token.clone(), pilot.clone()).await;
+    assert_eq!(enabled_now["isSsprEnabled"], true);
+    assert_eq!(enabled_now["isSsprRegistered"], false, "registration takes time");
+    assert_eq!(details(token.clone(), other.clone()).await["isSsprEnabled"], false);
+
+    // After migration, registered methods count for SSPR only where the methods policy
+    // enables them: turn on SMS and email for everyone, as the rollout's pilot step does.
+    for (id, ty) in [("Sms", "sms"), ("Email", "email")] {
+        let body = json!({"@odata.type": format!("#microsoft.graph.{ty}AuthenticationMethodConfiguration"), "state": "enabled",
+            "includeTargets": [{"targetType": "group", "id": "all_users", "isRegistrationRequired": false}]});
+        let path = format!(
+            "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/{id}"
+        );
+        assert_eq!(s.call(&token, reqwest::Method::PATCH, &path, Some(body)).await.0, 204);
+    }
+    // Over simulated weeks the prompted pilot registers two methods, becomes capable, and
+    // resets its password; tokens issued before have expired by then.
+    s.sim.clock().advance(chrono::TimeDelta::days(60));
+    assert_eq!(s.get(&token, "/organization").await.0, 401, "the old token has expired");
+    let token = s.token(CONTOSO).await;
+    let d = details(token.clone(), pilot.clone()).await;
+    assert_eq!(d["isSsprRegistered"], true, "{d}");
+    assert_eq!(d["isSsprCapable"], true);
+    assert!(d["methodsRegistered"].as_array().unwrap().len() >= 2);
+    assert_eq!(details(token.clone(), other.clone()).await["isSsprCapable"], false);
+    let (_, filtered) = s.get(&token, "/reports/authenticationMethods/userRegistrationDetails?$filter=isSsprEnabled%20eq%20true%20and%20isAdmin%20eq%20false").await;
+    let enabled: Vec<&str> =
+        filtered["value"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
+    assert_eq!(enabled, vec![pilot.as_str()]);
+    let (_, derived) = s.get(&token, "/auditLogs/directoryAudits?$top=999").await;
+    let kinds: Vec<(&str, &str)> = derived["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["initiatedBy"]["user"]["id"] == pilot.as_str())
+        .map(|e| (e["activityDisplayName"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    assert!(
+        kinds.contains(&("User registered for self-service password reset", "success")),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&("Reset password (self-service)", "success")), "{kinds:?}");
+
+    let (status, summary) = s.get(&token, "/reports/authenticationMethods/usersRegisteredByFeature(includedUserTypes='all',includedUserRoles='all')").await;
+    assert_eq!(status, 200);
+    assert_eq!(summary["totalUserCount"], 35);
+    let enabled_count = summary["userRegistrationFeatureCounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["feature"] == "ssprEnabled")
+        .unwrap()["userCount"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(enabled_count, 3, "the pilot plus two admins (admin SSPR is on by default)");
+
+    s.sim.record_reset(CONTOSO, &pilot).unwrap();
+    let (status, audits) = s.get(&token, "/auditLogs/directoryAudits?$filter=activityDisplayName%20eq%20'Reset%20password%20(self-service)'").await;
+    assert_eq!(status, 200);
+    let events = audits["value"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["initiatedBy"]["user"]["id"] == pilot.as_str()));
+    assert!(events.iter().all(|e| e["loggedByService"] == "Self-service Password Management"));
+}
+
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
+
+#[tokio::test]
+async fn throttling_answers_429_with_retry_after_and_counts_early_retries() {
+    let scenario =
+        SCENARIO.replace("page_size = 10", "page_size = 10\n[settings.throttle]\nscale = 0.001");
+    let s = start(&scenario).await;
+    let token = s.token(TAILSPIN).await;
+    // A small tenant gets 3.5 RU per 10 s at this scale; GET /users costs 2.
+    let (status, _, _) = s.call(&token, reqwest::Method::GET, "/users", None).await;
+    assert_eq!(status, 200);
+    let (status, headers, body) = s.call(&token, reqwest::Method::GET, "/users", None).await;
+    assert_eq!(status, 429, "{body}");
+    assert_graph_error(&body, "TooManyRequests");
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
+    assert!(headers["x-ms-throttle-scope"].to_str().unwrap().starts_with("Tenant_Application/"));
+    assert_eq!(headers["x-ms-throttle-information"], "ResourceUnitLimitExceeded");
+    // A client that ignores Retry-After is counted...
+    assert_eq!(s.sim.stats(TAILSPIN).unwrap().early_requests, 0);
+    s.call(&token, reqwest::Method::GET, "/users", None).await;
+    assert_eq!(s.sim.stats(TAILSPIN).unwrap().early_requests, 1);
+    // ...one that waits is not, and is served.
+    s.sim.clock().advance(chrono::TimeDelta::seconds(retry_after as i64 + 10));
+    let (status, headers, _) = s.call(&token, reqwest::Method::GET, "/users", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-ms-resource-unit"], "2");
+    assert_eq!(s.sim.stats(TAILSPIN).unwrap().early_requests, 1);
+    // Another tenant is not throttled by this one.
+    let other = s.token(CONTOSO).await;
+    assert_eq!(s.get(&other, "/organization").await.0, 200);
+}
+
+#[tokio::test]
+async fn injected_faults_look_like_graph_outages() {
+    let s = start(SCENARIO).await;
+    let token = s.token(CONTOSO).await;
+    let script = [
+        ScriptedFault { status: 503, retry_after: Some(3) },
+        ScriptedFault { status: 504, retry_after: None },
+        ScriptedFault { status: 0, retry_after: None },
+    ];
+    s.sim
+        .set_faults(CONTOSO, Faults { script: script.into_iter().collect(), ..Default::default() })
+        .unwrap();
+    let (status, headers, body) = s.call(&token, reqwest::Method::GET, "/organization", None).await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["retry-after"], "3");
+    assert_graph_error(&body, "serviceNotAvailable");
+    let (status, headers, _) = s.call(&token, reqwest::Method::GET, "/organization", None).await;
+    assert_eq!(status, 504);
+    assert!(headers.get("retry-after").is_none());
+    let dropped =
+        s.http.get(format!("{}/v1.0/organization", s.base)).bearer_auth(&token).send().await;
+    let failed = match dropped {
+        Err(_) => true,
+        Ok(r) => r.bytes().await.is_err(),
+    };
+    assert!(failed, "the connection must be dropped");
+    assert_eq!(s.get(&token, "/organization").await.0, 200);
+    assert_eq!(s.sim.stats(CONTOSO).unwrap().faults, 3);
+
+    // Revoked consent: existing tokens are refused and no new ones are issued.
+    s.sim.set_faults(CONTOSO, Faults { consent_revoked: true, ..Default::default() }).unwrap();
+    assert_eq!(s.get(&token, "/organization").await.0, 401);
+}
+
+#[tokio::test]
+async fn batches_run_items_through_graph_with_dependencies() {
+    let s = start(SCENARIO).await;
+    let token = s.token(CONTOSO).await;
+    let (_, users) = s.get(&token, "/users?$top=2").await;
+    let user = users["value"][1]["id"].as_str().unwrap().to_owned();
+    let batch = json!({"requests": [
+        {"id": "1", "method": "GET", "url": "/organization"},
+        {"id": "2", "method": "GET", "url": "/groups/00000000-0000-4000-8000-000000000000"},
+        {"id": "3", "method": "POST", "url": "/groups/00000000-0000-4000-8000-000000000000/members/$ref", "dependsOn": ["2"],
+         "headers": {"Content-Type": "application/json"}, "body": {"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{user}")}},
+        {"id": "4", "method": "GET", "url": "/subscribedSkus", "dependsOn": ["1"]}
+    ]});
+    let (status, _, body) = s.call(&token, reqwest::Method::POST, "/$batch", Some(batch)).await;
+    assert_eq!(status, 200, "{body}");
+    let by_id = |id: &str| {
+        body["responses"].as_array().unwrap().iter().find(|r| r["id"] == id).unwrap().clone()
+    };
+    assert_eq!(by_id("1")["status"], 200);
+    assert_eq!(by_id("2")["status"], 404);
+    assert_eq!(by_id("3")["status"], 424);
+    assert_eq!(by_id("4")["status"], 200);
+    assert_eq!(body["responses"].as_array().unwrap().len(), 4);
+
+    let too_many: Vec<Value> = (0..21)
+        .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/organization"}))
+        .collect();
+    let (status, _, _) =
+        s.call(&token, reqwest::Method::POST, "/$batch", Some(json!({"requests": too_many}))).await;
+    assert_eq!(status, 400);
+    let dup = json!({"requests": [{"id": "1", "method": "GET", "url": "/organization"}, {"id": "1", "method": "GET", "url": "/users"}]});
+    let (status, _, _) = s.call(&token, reqwest::Method::POST, "/$batch", Some(dup)).await;
+    assert_eq!(status, 400);
+    let no_type = json!({"requests": [{"id": "1", "method": "POST", "url": "/groups", "body": {"displayName": "x"}}]});
+    let (status, _, _) = s.call(&token, reqwest::Method::POST, "/$batch", Some(no_type)).await;
+    assert_eq!(status, 400, "a body needs a Content-Type");
+}
+
+#[tokio::test]
+async fn control_api_sets_the_legacy_policy_and_advances_time() {
+    let s = start(SCENARIO).await;
+    let before = s.sim.clock().now();
+    let r = s
+        .http
+        .post(format!("{}/_sim/clock/advance", s.base))
+        .json(&json!({"seconds": 3600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.sim.clock().now() - before, chrono::TimeDelta::seconds(3600));
+    let r = s
+        .http
+        .put(format!("{}/_sim/tenants/{CONTOSO}/legacy-sspr", s.base))
+        .json(&json!({"enablement": "all"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(s.sim.legacy_sspr(CONTOSO).unwrap().enablement, Enablement::All);
+    let r = s
+        .http
+        .put(format!("{}/_sim/tenants/{CONTOSO}/legacy-sspr", s.base))
+        .json(&json!({"enablement": "selected", "group_id": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let state: Value = s
+        .http
+        .get(format!("{}/_sim/tenants/contoso.onmicrosoft.com", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["id"], CONTOSO);
+    assert_eq!(state["legacySspr"]["enablement"], "all");
+    let r = s.http.get(format!("{}/_sim/tenants/unknown", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
