@@ -134,6 +134,11 @@ impl Sim {
     }
 }
 
+fn spec() -> &'static sspr_openapi_check::Spec {
+    static SPEC: std::sync::OnceLock<sspr_openapi_check::Spec> = std::sync::OnceLock::new();
+    SPEC.get_or_init(sspr_openapi_check::Spec::graph_subset)
+}
+
 fn assert_graph_error(body: &Value, code: &str) {
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(body["error"]["message"].is_string());
@@ -170,7 +175,8 @@ async fn token_endpoint_issues_tokens_and_answers_aad_errors() {
         f.push(extra);
         f
     };
-    let cases: Vec<(&str, Vec<(&str, &str)>, u16, &str, u64)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str, u64);
+    let cases: Vec<Case<'_>> = vec![
         (CONTOSO, with(("client_secret", "wrong")), 401, "invalid_client", 7000215),
         (
             "nosuchtenant.onmicrosoft.com",
