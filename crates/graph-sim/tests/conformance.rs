@@ -80,7 +80,12 @@ impl Sim {
             .await
             .unwrap();
         let status = r.status();
-        (status, r.json().await.unwrap())
+        let body: Value = r.json().await.unwrap();
+        let path = format!("/{tenant}/oauth2/v2.0/token");
+        if let Err(errors) = spec().validate_response("POST", &path, status.as_u16(), &body) {
+            panic!("token response does not match the schema:\n{}\n{body}", errors.join("\n"));
+        }
+        (status, body)
     }
 
     async fn token(&self, tenant: &str) -> String {
@@ -111,6 +116,7 @@ impl Sim {
         } else {
             format!("{}/v1.0{path}", self.base)
         };
+        let method_name = method.as_str().to_owned();
         let mut req = self
             .http
             .request(method, url)
@@ -122,9 +128,23 @@ impl Sim {
         let r = req.send().await.unwrap();
         let status = r.status();
         let headers = r.headers().clone();
+        let url = r.url().clone();
         let text = r.text().await.unwrap();
         let value =
             if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() };
+        // Every response must match the shared Graph OpenAPI subset (the one deliberately
+        // undocumented path excepted).
+        let spec_path = url.path().strip_prefix("/v1.0").unwrap_or(url.path()).to_owned();
+        if spec_path != "/nonsense" {
+            if let Err(errors) =
+                spec().validate_response(&method_name, &spec_path, status.as_u16(), &value)
+            {
+                panic!(
+                    "{method_name} {spec_path} {status}: the response does not match the Graph schema:\n{}\n{value}",
+                    errors.join("\n")
+                );
+            }
+        }
         (status, headers, value)
     }
 
