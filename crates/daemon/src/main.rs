@@ -38,6 +38,26 @@ enum Command {
     Openapi,
     /// Print the effective settings as TOML, with secrets masked.
     Config,
+    /// Run the Graph simulator standalone: a simulated Microsoft Graph and token endpoint
+    /// for many tenants, with its control API under `/_sim`.
+    ///
+    /// Point sspr-fleet at it with SSPR_FLEET_GRAPH_URL and SSPR_FLEET_LOGIN_URL set to its
+    /// address. The scenario format is documented in docs/graph-sim.md.
+    GraphSim {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+        /// A scenario file (TOML, or JSON if it starts with `{`). Without one, `--tenants`
+        /// generated tenants are simulated.
+        #[arg(long, value_name = "FILE")]
+        scenario: Option<PathBuf>,
+        /// Number of generated tenants when no scenario is given.
+        #[arg(long, default_value_t = 25)]
+        tenants: u32,
+        /// Seed of the generated fleet.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -77,6 +97,9 @@ fn main() -> ExitCode {
         // Needs no settings, no database and no runtime.
         print!("{}", sspr_api::openapi_json());
         return ExitCode::SUCCESS;
+    }
+    if let Command::GraphSim { listen, scenario, tenants, seed } = &cli.command {
+        return run_graph_sim(*listen, scenario.as_deref(), *tenants, *seed);
     }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
@@ -142,7 +165,68 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("{}", token.reveal());
             Ok(())
         }
-        Command::Openapi | Command::Config => Ok(()),
+        Command::Openapi | Command::Config | Command::GraphSim { .. } => Ok(()),
+    }
+}
+
+/// `sspr-fleet graph-sim`: serves the simulator until SIGINT or SIGTERM.
+fn run_graph_sim(
+    listen: std::net::SocketAddr,
+    scenario: Option<&std::path::Path>,
+    tenants: u32,
+    seed: u64,
+) -> ExitCode {
+    let scenario = match scenario {
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| sspr_graph_sim::Scenario::parse(&text).map_err(|e| e.to_string()))
+        {
+            Ok(s) => s,
+            Err(err) => {
+                eprintln!("error: scenario {}: {err}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => sspr_graph_sim::Scenario::generated(tenants, seed),
+    };
+    let sim = match sspr_graph_sim::GraphSim::from_scenario(&scenario) {
+        Ok(sim) => sim,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let _telemetry = telemetry::init("info", sspr_fleet::settings::LogFormat::Text)?;
+        let listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let running = sim.serve(listener)?;
+        tracing::info!(
+            addr = %running.addr,
+            tenants = sim.tenant_ids().len(),
+            client_id = sspr_graph_sim::scenario::DEFAULT_CLIENT_ID,
+            "Graph simulator serving: set SSPR_FLEET_GRAPH_URL and SSPR_FLEET_LOGIN_URL to {}",
+            running.base_url()
+        );
+        let shutdown = CancellationToken::new();
+        cancel_on_signal(shutdown.clone());
+        shutdown.cancelled().await;
+        running.stop().await;
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -183,3 +183,73 @@ fn migrate_applies_migrations_and_exits() {
     let again = command(dir.path()).arg("migrate").output().unwrap();
     assert!(String::from_utf8(again.stderr).unwrap().contains("applied=0"));
 }
+
+#[tokio::test]
+async fn graph_sim_serves_a_generated_fleet_standalone() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = command(dir.path())
+        .args([
+            "graph-sim",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--tenants",
+            "3",
+            "--seed",
+            "5",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "graph-sim exited early");
+        if line.contains("Graph simulator serving") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in reader.lines() {});
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let fleet: serde_json::Value =
+        http.get(format!("{base}/_sim/tenants")).send().await.unwrap().json().await.unwrap();
+    let tenants = fleet["tenants"].as_array().unwrap();
+    assert_eq!(tenants.len(), 3);
+    let tenant = tenants[0]["id"].as_str().unwrap();
+    let token: serde_json::Value = http
+        .post(format!("{base}/{tenant}/oauth2/v2.0/token"))
+        .form(&[
+            ("client_id", sspr_graph_sim::scenario::DEFAULT_CLIENT_ID),
+            ("client_secret", sspr_graph_sim::scenario::DEFAULT_CLIENT_SECRET),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let org = http
+        .get(format!("{base}/v1.0/organization"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(org.status(), 200);
+    assert!(terminate(&mut child).success());
+}
+
+#[test]
+fn graph_sim_refuses_a_bad_scenario_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    std::fs::write(&file, "[[tenants]]\nusers = 1\nadmins = 3\n").unwrap();
+    let out = command(dir.path()).arg("graph-sim").arg("--scenario").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("admins and guests exceed users"), "{stderr}");
+}
