@@ -806,3 +806,95 @@ async fn control_api_sets_the_legacy_policy_and_advances_time() {
     let r = s.http.get(format!("{}/_sim/tenants/unknown", s.base)).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// The endpoints the other tests do not reach, each called once through real HTTP (so each
+/// response is also checked against the OpenAPI subset).
+#[tokio::test]
+async fn every_remaining_endpoint_answers_in_graph_shape() {
+    let s = start(SCENARIO).await;
+    let token = s.token(CONTOSO).await;
+    let (status, skus) = s.get(&token, "/subscribedSkus").await;
+    assert_eq!(status, 200);
+    let sku_id = skus["value"][0]["id"].as_str().unwrap().to_owned();
+    assert!(sku_id.starts_with(CONTOSO), "subscribedSku ids are <tenantId>_<skuId>");
+    assert_eq!(s.get(&token, &format!("/subscribedSkus/{sku_id}")).await.0, 200);
+    assert_eq!(s.get(&token, "/subscribedSkus/nope").await.0, 404);
+    let (status, org) = s.get(&token, &format!("/organization/{CONTOSO}")).await;
+    assert_eq!((status.as_u16(), org["id"].as_str()), (200, Some(CONTOSO)));
+    let (status, configs) = s
+        .get(&token, "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations")
+        .await;
+    assert_eq!(status, 200);
+    assert!(configs["value"].as_array().unwrap().len() >= 8);
+    assert_eq!(
+        s.get(
+            &token,
+            "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/nope"
+        )
+        .await
+        .0,
+        404
+    );
+
+    let (status, authz) = s.get(&token, "/policies/authorizationPolicy").await;
+    assert_eq!(status, 200);
+    assert_eq!(authz["allowedToUseSSPR"], true);
+    let (status, _, _) = s
+        .call(
+            &token,
+            reqwest::Method::PATCH,
+            "/policies/authorizationPolicy",
+            Some(json!({"allowedToUseSSPR": false})),
+        )
+        .await;
+    assert_eq!(status, 403, "the default app holds no Policy.ReadWrite.Authorization");
+
+    let (status, by_method) =
+        s.get(&token, "/reports/authenticationMethods/usersRegisteredByMethod()").await;
+    assert_eq!(status, 200);
+    assert_eq!(by_method["totalUserCount"], 35);
+    let (status, members) =
+        s.get(&token, "/reports/authenticationMethods/usersRegisteredByFeature(includedUserTypes='member',includedUserRoles='user')").await;
+    assert_eq!(status, 200);
+    assert_eq!(members["totalUserCount"], 30, "35 users less 3 guests and 2 admins");
+
+    // userRegistrationDetails pages like every collection.
+    let mut url = "/reports/authenticationMethods/userRegistrationDetails".to_owned();
+    let mut seen = 0;
+    loop {
+        let (status, page) = s.get(&token, &url).await;
+        assert_eq!(status, 200);
+        seen += page["value"].as_array().unwrap().len();
+        match page["@odata.nextLink"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 35);
+    assert_eq!(s.get(&token, "/reports/authenticationMethods/userRegistrationDetails/ffffffff-0000-4000-8000-000000000000").await.0, 404);
+
+    let (_, users) = s.get(&token, "/users?$top=1&$select=id,userPrincipalName").await;
+    let upn = users["value"][0]["userPrincipalName"].as_str().unwrap().to_owned();
+    assert!(users["value"][0].get("displayName").is_none(), "$select keeps only what was asked");
+    let (status, user) = s.get(&token, &format!("/users/{upn}")).await;
+    assert_eq!((status.as_u16(), user["userPrincipalName"].as_str()), (200, Some(upn.as_str())));
+    let (status, body) = s.get(&token, "/users/nobody@contoso.onmicrosoft.com").await;
+    assert_eq!(status, 404);
+    assert_graph_error(&body, "Request_ResourceNotFound");
+
+    s.sim.record_reset(CONTOSO, &upn).unwrap();
+    let (_, audits) = s.get(&token, "/auditLogs/directoryAudits").await;
+    let audit_id = audits["value"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(s.get(&token, &format!("/auditLogs/directoryAudits/{audit_id}")).await.0, 200);
+
+    let (_, _, group) = s
+        .call(&token, reqwest::Method::POST, "/groups", Some(json!({"displayName": "tmp", "mailEnabled": false, "mailNickname": "tmp", "securityEnabled": true})))
+        .await;
+    let gid = group["id"].as_str().unwrap().to_owned();
+    s.sim.clock().advance(chrono::TimeDelta::seconds(6));
+    assert_eq!(
+        s.call(&token, reqwest::Method::DELETE, &format!("/groups/{gid}"), None).await.0,
+        204
+    );
+    assert_eq!(s.get(&token, &format!("/groups/{gid}")).await.0, 404);
+}
