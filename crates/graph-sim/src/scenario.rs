@@ -613,6 +613,19 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_scenario_is_valid() {
+        let doc = include_str!("../../../docs/graph-sim.md");
+        let section = doc.split("## Scenarios").nth(1).unwrap();
+        let block = section.split("```toml").nth(1).unwrap().split("```").next().unwrap();
+        let scenario = Scenario::parse(block).unwrap();
+        let (tenants, apps) = scenario.build().unwrap();
+        assert_eq!(tenants.len(), 1 + 25);
+        assert_eq!(apps.len(), 1);
+        assert_eq!(tenants[0].groups.len(), 1);
+        assert_eq!(scenario.faults_per_tenant(&tenants)[0].latency_ms, (50, 100));
+    }
+
+    #[test]
     fn toml_scenarios_parse_and_bad_ones_are_refused() {
         let s = Scenario::parse(
             "seed = 3\n[[tenants]]\nname = \"Contoso\"\nusers = 10\nlicence = \"e5\"\nhybrid = true\n[tenants.faults]\nreplication_delay_secs = 4\n",
