@@ -78,6 +78,9 @@ pub(crate) struct Throttle {
     app_writes: HashMap<String, Bucket>,
     /// Until when (ms) each (app, tenant) was told to wait.
     retry_after_until: HashMap<(String, String), i64>,
+    /// While a `$batch` is evaluated, waits told to its items are held here: the items of one
+    /// batch arrive together, so none of them is early with respect to a sibling's 429.
+    deferred: Option<Vec<(String, String, i64, u64)>>,
 }
 
 /// The resource-unit capacity per 10 s for a tenant of `users` users.
@@ -133,8 +136,24 @@ impl Throttle {
             .is_some_and(|&until| now_ms < until)
     }
 
+    /// Starts holding `Retry-After`s back (a batch is being evaluated).
+    pub(crate) fn begin_batch(&mut self) {
+        self.deferred = Some(Vec::new());
+    }
+
+    /// Applies the `Retry-After`s given during a batch.
+    pub(crate) fn end_batch(&mut self) {
+        for (app, tenant, now_ms, secs) in self.deferred.take().unwrap_or_default() {
+            self.told_to_wait(&app, &tenant, now_ms, secs);
+        }
+    }
+
     /// Records a `Retry-After` given to the pair, for counting violations.
     pub(crate) fn told_to_wait(&mut self, app: &str, tenant: &str, now_ms: i64, secs: u64) {
+        if let Some(deferred) = self.deferred.as_mut() {
+            deferred.push((app.to_owned(), tenant.to_owned(), now_ms, secs));
+            return;
+        }
         let until = now_ms + (secs as i64) * 1000;
         let entry =
             self.retry_after_until.entry((app.to_owned(), tenant.to_owned())).or_insert(until);

@@ -748,6 +748,36 @@ async fn batches_run_items_through_graph_with_dependencies() {
     assert_eq!(by_id("4")["status"], 200);
     assert_eq!(body["responses"].as_array().unwrap().len(), 4);
 
+    // A 429 given to one item does not make its siblings early: they arrived together. The
+    // next request, sent before the Retry-After has passed, is early.
+    s.sim
+        .set_faults(
+            CONTOSO,
+            Faults {
+                script: [ScriptedFault { status: 429, retry_after: Some(30) }]
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let three = json!({"requests": [
+        {"id": "a", "method": "GET", "url": "/organization"},
+        {"id": "b", "method": "GET", "url": "/organization"},
+        {"id": "c", "method": "GET", "url": "/organization"}
+    ]});
+    let (_, _, body) = s.call(&token, reqwest::Method::POST, "/$batch", Some(three)).await;
+    let statuses: Vec<u64> = body["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses.iter().filter(|&&st| st == 429).count(), 1, "{body}");
+    assert_eq!(s.sim.stats(CONTOSO).unwrap().early_requests, 0);
+    s.get(&token, "/organization").await;
+    assert_eq!(s.sim.stats(CONTOSO).unwrap().early_requests, 1);
+
     let too_many: Vec<Value> = (0..21)
         .map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/organization"}))
         .collect();

@@ -392,6 +392,7 @@ impl GraphSim {
             }
         }
         let mut status: Vec<Option<u16>> = vec![None; requests.len()];
+        world.throttle.begin_batch();
         let mut out: Vec<Value> = Vec::new();
         // Run in dependency order; a cycle leaves items that never become ready.
         loop {
@@ -484,6 +485,7 @@ impl GraphSim {
                 out.push(json!({"id": ids[i], "status": 424, "headers": {}, "body": {"error": {"code": "FailedDependency", "message": "Circular dependsOn.", "innerError": {}}}}));
             }
         }
+        world.throttle.end_batch();
         rand::seq::SliceRandom::shuffle(out.as_mut_slice(), &mut world.rng);
         SimResponse::json(200, json!({"responses": out}))
     }

@@ -1,0 +1,627 @@
+//! The Graph calls sspr-fleet makes, typed. Each names its endpoint template for metrics.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::{
+    GraphClient, GraphError, Tenant,
+    client::{Call, Reply},
+    types::{
+        AuthenticationMethodsPolicy, AuthorizationPolicy, Collection, DirectoryAudit, Group,
+        MethodConfigPatch, MethodConfiguration, MethodId, NewSecurityGroup, Organization,
+        SubscribedSku, User, UserRegistrationDetails, UserRegistrationFeatureSummary,
+    },
+};
+
+/// What adding a member did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddMember {
+    /// The user was added.
+    Added,
+    /// The user already was a member (Graph's 400 for an existing reference).
+    AlreadyMember,
+}
+
+/// The answer to one item of a `$batch`.
+#[derive(Debug, Clone)]
+pub struct BatchOutcome {
+    /// The item's id.
+    pub id: String,
+    /// Its final status (after per-item retries of 429 and 503).
+    pub status: u16,
+    /// Its body.
+    pub body: Option<Value>,
+}
+
+impl BatchOutcome {
+    /// Whether the item succeeded.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// Graph's error code of a failed item.
+    pub fn error_code(&self) -> Option<&str> {
+        self.body.as_ref()?.get("error")?.get("code")?.as_str()
+    }
+}
+
+/// One item of a `$batch`.
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    /// Unique id within the batch.
+    pub id: String,
+    /// HTTP method.
+    pub method: Method,
+    /// URL relative to `/v1.0`, e.g. `/groups/{id}/members/$ref`.
+    pub url: String,
+    /// JSON body (sent with `Content-Type: application/json`).
+    pub body: Option<Value>,
+    /// Ids of items that must succeed first; if one fails, Graph answers this one 424.
+    pub depends_on: Vec<String>,
+}
+
+impl BatchItem {
+    /// A GET item.
+    pub fn get(id: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            method: Method::GET,
+            url: url.into(),
+            body: None,
+            depends_on: Vec::new(),
+        }
+    }
+
+    /// An item with a method and a JSON body.
+    pub fn with_body(
+        id: impl Into<String>,
+        method: Method,
+        url: impl Into<String>,
+        body: Value,
+    ) -> Self {
+        Self { id: id.into(), method, url: url.into(), body: Some(body), depends_on: Vec::new() }
+    }
+
+    /// Makes this item depend on others.
+    pub fn depends_on(mut self, ids: &[&str]) -> Self {
+        self.depends_on = ids.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+}
+
+const ALREADY_MEMBER: &str = "One or more added object references already exist";
+
+fn decode<T: DeserializeOwned>(reply: Reply, endpoint: &'static str) -> Result<T, GraphError> {
+    let body =
+        reply.body.ok_or_else(|| GraphError::Decode { endpoint, detail: "empty body".into() })?;
+    serde_json::from_value(body).map_err(|e| GraphError::Decode { endpoint, detail: e.to_string() })
+}
+
+/// Percent-encodes an OData query value.
+fn encode(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// An OData string literal: single quotes, embedded quotes doubled.
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+impl GraphClient {
+    async fn get<T: DeserializeOwned>(
+        &self,
+        tenant: &Tenant,
+        path: String,
+        endpoint: &'static str,
+    ) -> Result<T, GraphError> {
+        decode(self.send(tenant, Call::new(Method::GET, path, endpoint)).await?, endpoint)
+    }
+
+    /// Reads every page of a collection, handing each page to `page` as it arrives, so memory
+    /// stays bounded by one page whatever the size of the collection.
+    pub(crate) async fn for_each_page<T: DeserializeOwned>(
+        &self,
+        tenant: &Tenant,
+        path: String,
+        endpoint: &'static str,
+        mut page: impl FnMut(Vec<T>),
+    ) -> Result<(), GraphError> {
+        let mut next = Some(path);
+        while let Some(path) = next.take() {
+            let collection: Collection<T> = self.get(tenant, path, endpoint).await?;
+            next = collection.next_link;
+            page(collection.value);
+        }
+        Ok(())
+    }
+
+    /// Reads every page of a collection into one list.
+    async fn get_all<T: DeserializeOwned>(
+        &self,
+        tenant: &Tenant,
+        path: String,
+        endpoint: &'static str,
+    ) -> Result<Vec<T>, GraphError> {
+        let mut all = Vec::new();
+        self.for_each_page(tenant, path, endpoint, |items| all.extend(items)).await?;
+        Ok(all)
+    }
+
+    /// `GET /policies/authenticationMethodsPolicy` (configurations inlined).
+    pub async fn methods_policy(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<AuthenticationMethodsPolicy, GraphError> {
+        self.get(
+            tenant,
+            "/policies/authenticationMethodsPolicy".into(),
+            "GET /policies/authenticationMethodsPolicy",
+        )
+        .await
+    }
+
+    /// `GET …/authenticationMethodConfigurations/{id}`.
+    pub async fn method_configuration(
+        &self,
+        tenant: &Tenant,
+        id: MethodId,
+    ) -> Result<MethodConfiguration, GraphError> {
+        self.get(
+            tenant,
+            format!(
+                "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/{}",
+                id.as_path_segment()
+            ),
+            "GET /policies/authenticationMethodsPolicy/authenticationMethodConfigurations/{id}",
+        )
+        .await
+    }
+
+    /// `PATCH …/authenticationMethodConfigurations/{id}` (the body always carries `@odata.type`).
+    pub async fn patch_method_configuration(
+        &self,
+        tenant: &Tenant,
+        id: MethodId,
+        patch: &MethodConfigPatch,
+    ) -> Result<(), GraphError> {
+        let body = patch.to_json();
+        let refs = group_refs(&body);
+        let call = Call::new(
+            Method::PATCH,
+            format!(
+                "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/{}",
+                id.as_path_segment()
+            ),
+            "PATCH /policies/authenticationMethodsPolicy/authenticationMethodConfigurations/{id}",
+        )
+        .body(body)
+        .refs(refs);
+        self.send(tenant, call).await.map(|_| ())
+    }
+
+    /// `PATCH /policies/authenticationMethodsPolicy` with a body such as the registration
+    /// campaign's; answers the policy (Graph documents 200 with the body; 204 is accepted).
+    pub async fn patch_methods_policy(
+        &self,
+        tenant: &Tenant,
+        body: Value,
+    ) -> Result<(), GraphError> {
+        let refs = group_refs(&body);
+        let call = Call::new(
+            Method::PATCH,
+            "/policies/authenticationMethodsPolicy",
+            "PATCH /policies/authenticationMethodsPolicy",
+        )
+        .body(body)
+        .refs(refs);
+        self.send(tenant, call).await.map(|_| ())
+    }
+
+    /// `GET /policies/authorizationPolicy`.
+    pub async fn authorization_policy(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<AuthorizationPolicy, GraphError> {
+        self.get(
+            tenant,
+            "/policies/authorizationPolicy".into(),
+            "GET /policies/authorizationPolicy",
+        )
+        .await
+    }
+
+    /// `GET /organization` (the tenant's one organization).
+    pub async fn organization(&self, tenant: &Tenant) -> Result<Organization, GraphError> {
+        let orgs: Collection<Organization> =
+            self.get(tenant, "/organization".into(), "GET /organization").await?;
+        orgs.value.into_iter().next().ok_or(GraphError::Decode {
+            endpoint: "GET /organization",
+            detail: "no organization".into(),
+        })
+    }
+
+    /// `GET /subscribedSkus` (no `$filter`: Graph does not support it there).
+    pub async fn subscribed_skus(&self, tenant: &Tenant) -> Result<Vec<SubscribedSku>, GraphError> {
+        self.get_all(tenant, "/subscribedSkus".into(), "GET /subscribedSkus").await
+    }
+
+    /// Groups whose display name is exactly `name`.
+    pub async fn groups_named(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Result<Vec<Group>, GraphError> {
+        let filter = encode(&format!("displayName eq {}", literal(name)));
+        self.get_all(tenant, format!("/groups?$filter={filter}"), "GET /groups").await
+    }
+
+    /// `GET /groups/{id}`; `None` when it does not exist (after replication retries for
+    /// groups this client just created).
+    pub async fn group(&self, tenant: &Tenant, id: &str) -> Result<Option<Group>, GraphError> {
+        let call = Call::new(Method::GET, format!("/groups/{id}"), "GET /groups/{id}")
+            .refs([id.to_owned()]);
+        match self.send(tenant, call).await {
+            Ok(reply) => decode(reply, "GET /groups/{id}").map(Some),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /groups`: creates a security group (with up to 20 initial members).
+    pub async fn create_security_group(
+        &self,
+        tenant: &Tenant,
+        group: &NewSecurityGroup,
+    ) -> Result<Group, GraphError> {
+        let body = group
+            .to_json(&self.config().graph_url)
+            .map_err(|e| GraphError::Invalid(e.to_string()))?;
+        let reply = self
+            .send(tenant, Call::new(Method::POST, "/groups", "POST /groups").body(body))
+            .await?;
+        let created: Group = decode(reply, "POST /groups")?;
+        self.created(&created.id);
+        Ok(created)
+    }
+
+    /// Members of a group, every page.
+    pub async fn group_members(
+        &self,
+        tenant: &Tenant,
+        group_id: &str,
+    ) -> Result<Vec<crate::types::DirectoryObject>, GraphError> {
+        let mut all = Vec::new();
+        let mut next =
+            Some(format!("/groups/{group_id}/members?$select=id,userPrincipalName,displayName"));
+        while let Some(path) = next.take() {
+            let call = Call::new(Method::GET, path, "GET /groups/{id}/members")
+                .refs([group_id.to_owned()]);
+            let page: Collection<crate::types::DirectoryObject> =
+                decode(self.send(tenant, call).await?, "GET /groups/{id}/members")?;
+            next = page.next_link;
+            all.extend(page.value);
+        }
+        Ok(all)
+    }
+
+    /// `POST /groups/{id}/members/$ref`; an existing membership is not an error.
+    pub async fn add_group_member(
+        &self,
+        tenant: &Tenant,
+        group_id: &str,
+        object_id: &str,
+    ) -> Result<AddMember, GraphError> {
+        let body = json!({"@odata.id": format!("{}/v1.0/directoryObjects/{object_id}", self.config().graph_url)});
+        let call = Call::new(
+            Method::POST,
+            format!("/groups/{group_id}/members/$ref"),
+            "POST /groups/{id}/members/$ref",
+        )
+        .body(body)
+        .refs([group_id.to_owned()]);
+        match self.send(tenant, call).await {
+            Ok(_) => Ok(AddMember::Added),
+            Err(GraphError::Graph { status: 400, message, .. })
+                if message.starts_with(ALREADY_MEMBER) =>
+            {
+                Ok(AddMember::AlreadyMember)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds many members through `$batch` (20 `$ref` additions per request), each item
+    /// retried on 429 on its own. Returns one result per object id, in order.
+    pub async fn add_group_members(
+        &self,
+        tenant: &Tenant,
+        group_id: &str,
+        object_ids: &[String],
+    ) -> Result<Vec<(String, Result<AddMember, String>)>, GraphError> {
+        let mut results = Vec::new();
+        for chunk in object_ids.chunks(20) {
+            let items: Vec<BatchItem> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, id)| BatchItem {
+                    id: i.to_string(),
+                    method: Method::POST,
+                    url: format!("/groups/{group_id}/members/$ref"),
+                    body: Some(json!({"@odata.id": format!("{}/v1.0/directoryObjects/{id}", self.config().graph_url)})),
+                    depends_on: Vec::new(),
+                })
+                .collect();
+            let outcomes = self.batch(tenant, items).await?;
+            for (i, id) in chunk.iter().enumerate() {
+                let o = outcomes.iter().find(|o| o.id == i.to_string());
+                let result = match o {
+                    Some(o) if o.is_success() => Ok(AddMember::Added),
+                    Some(o)
+                        if o.status == 400
+                            && o.body
+                                .as_ref()
+                                .and_then(|b| b["error"]["message"].as_str())
+                                .is_some_and(|m| m.starts_with(ALREADY_MEMBER)) =>
+                    {
+                        Ok(AddMember::AlreadyMember)
+                    }
+                    Some(o) => Err(format!("{} {}", o.status, o.error_code().unwrap_or(""))),
+                    None => Err("missing from the batch response".into()),
+                };
+                results.push((id.clone(), result));
+            }
+        }
+        Ok(results)
+    }
+
+    /// `DELETE /groups/{id}/members/{objectId}/$ref`; a non-member is not an error.
+    pub async fn remove_group_member(
+        &self,
+        tenant: &Tenant,
+        group_id: &str,
+        object_id: &str,
+    ) -> Result<(), GraphError> {
+        let call = Call::new(
+            Method::DELETE,
+            format!("/groups/{group_id}/members/{object_id}/$ref"),
+            "DELETE /groups/{id}/members/{id}/$ref",
+        );
+        match self.send(tenant, call).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A user by id or user principal name; `None` when it does not exist.
+    pub async fn user(&self, tenant: &Tenant, id_or_upn: &str) -> Result<Option<User>, GraphError> {
+        match self
+            .send(
+                tenant,
+                Call::new(Method::GET, format!("/users/{}", encode(id_or_upn)), "GET /users/{id}"),
+            )
+            .await
+        {
+            Ok(reply) => decode(reply, "GET /users/{id}").map(Some),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every user's registration details, page by page (memory bounded by one page).
+    pub async fn registration_details(
+        &self,
+        tenant: &Tenant,
+        page: impl FnMut(Vec<UserRegistrationDetails>),
+    ) -> Result<(), GraphError> {
+        self.for_each_page(
+            tenant,
+            "/reports/authenticationMethods/userRegistrationDetails".into(),
+            "GET /reports/authenticationMethods/userRegistrationDetails",
+            page,
+        )
+        .await
+    }
+
+    /// One user's registration details.
+    pub async fn registration_details_of(
+        &self,
+        tenant: &Tenant,
+        user_id: &str,
+    ) -> Result<UserRegistrationDetails, GraphError> {
+        self.get(
+            tenant,
+            format!("/reports/authenticationMethods/userRegistrationDetails/{user_id}"),
+            "GET /reports/authenticationMethods/userRegistrationDetails/{id}",
+        )
+        .await
+    }
+
+    /// Counts by feature (`ssprEnabled`, `ssprCapable`, ...) over all users.
+    pub async fn users_registered_by_feature(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<UserRegistrationFeatureSummary, GraphError> {
+        self.get(
+            tenant,
+            "/reports/authenticationMethods/usersRegisteredByFeature(includedUserTypes='all',includedUserRoles='all')".into(),
+            "GET /reports/authenticationMethods/usersRegisteredByFeature",
+        )
+        .await
+    }
+
+    /// SSPR audit events of one activity since a time, newest first.
+    pub async fn directory_audits(
+        &self,
+        tenant: &Tenant,
+        activity: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<DirectoryAudit>, GraphError> {
+        let filter = format!(
+            "activityDisplayName eq {} and activityDateTime ge {}",
+            literal(activity),
+            since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        self.get_all(
+            tenant,
+            format!("/auditLogs/directoryAudits?$filter={}", encode(&filter)),
+            "GET /auditLogs/directoryAudits",
+        )
+        .await
+    }
+
+    /// Sends up to 20 requests as one `$batch`, retrying items answered 429 or 503 (and their
+    /// dependents, answered 424) after the longest `Retry-After`, until they succeed, fail
+    /// otherwise, or the retry budget runs out. `refs` names objects the items refer to.
+    pub async fn batch(
+        &self,
+        tenant: &Tenant,
+        items: Vec<BatchItem>,
+    ) -> Result<Vec<BatchOutcome>, GraphError> {
+        if items.len() > 20 {
+            return Err(GraphError::Invalid(format!(
+                "a batch holds at most 20 requests, not {}",
+                items.len()
+            )));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        if let Some(dup) = items.iter().find(|i| !ids.insert(i.id.clone())) {
+            return Err(GraphError::Invalid(format!("batch item id {} appears twice", dup.id)));
+        }
+        // Path segments stand for the objects the items refer to (replication-delay retries).
+        let refs: Vec<String> = items
+            .iter()
+            .flat_map(|i| i.url.split(['/', '?']).map(str::to_owned).collect::<Vec<_>>())
+            .filter(|s| s.len() >= 32)
+            .collect();
+        let refs = refs.as_slice();
+        let cfg = self.config().clone();
+        let started = std::time::Instant::now();
+        let mut pending = items;
+        let mut done: BTreeMap<String, BatchOutcome> = BTreeMap::new();
+        let mut round = 0u32;
+        while !pending.is_empty() {
+            round += 1;
+            let requests: Vec<Value> = pending
+                .iter()
+                .map(|i| {
+                    let mut r = json!({"id": i.id, "method": i.method.as_str(), "url": i.url});
+                    if let Some(b) = &i.body {
+                        r["body"] = b.clone();
+                        r["headers"] = json!({"Content-Type": "application/json"});
+                    }
+                    if !i.depends_on.is_empty() {
+                        r["dependsOn"] = json!(i.depends_on);
+                    }
+                    r
+                })
+                .collect();
+            let call = Call::new(Method::POST, "/$batch", "POST /$batch")
+                .body(json!({"requests": requests}))
+                .refs(refs.iter().cloned());
+            let reply = self.send(tenant, call).await?;
+            let responses = reply
+                .body
+                .as_ref()
+                .and_then(|b| b.get("responses"))
+                .and_then(Value::as_array)
+                .cloned()
+                .ok_or(GraphError::Decode {
+                    endpoint: "POST /$batch",
+                    detail: "no responses".into(),
+                })?;
+            let mut wait = Duration::ZERO;
+            let mut retry_ids = Vec::new();
+            for r in &responses {
+                let id = r["id"].as_str().unwrap_or("").to_owned();
+                let status = r["status"].as_u64().unwrap_or(0) as u16;
+                let retryable = matches!(status, 429 | 503 | 504)
+                    || (status == 404 && self.recently_created(refs));
+                if retryable {
+                    let after = r["headers"]
+                        .as_object()
+                        .and_then(|h| h.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after")))
+                        .and_then(|(_, v)| {
+                            v.as_str().and_then(|s| s.parse::<u64>().ok()).or_else(|| v.as_u64())
+                        })
+                        .map(Duration::from_secs);
+                    wait = wait
+                        .max(after.unwrap_or_else(|| {
+                            Duration::from_millis(500 * 2u64.pow(round.min(6)))
+                        }));
+                    retry_ids.push(id.clone());
+                }
+                done.insert(id.clone(), BatchOutcome { id, status, body: r.get("body").cloned() });
+            }
+            // Dependents that failed only because what they depend on will be retried go again.
+            let retry_set: std::collections::BTreeSet<String> = retry_ids.iter().cloned().collect();
+            let next: Vec<BatchItem> = pending
+                .into_iter()
+                .filter(|i| {
+                    retry_set.contains(&i.id)
+                        || (done.get(&i.id).is_some_and(|o| o.status == 424)
+                            && i.depends_on.iter().any(|d| retry_set.contains(d)))
+                })
+                .collect();
+            if next.is_empty() {
+                break;
+            }
+            if round >= cfg.retry.max_attempts || started.elapsed() + wait > cfg.retry.budget {
+                break;
+            }
+            self.block_tenant(&tenant.id, wait);
+            pending = next;
+        }
+        Ok(done.into_values().collect())
+    }
+}
+
+/// Group ids a policy or configuration body targets (for replication-delay retries).
+fn group_refs(body: &Value) -> Vec<String> {
+    let mut ids = Vec::new();
+    fn walk(v: &Value, ids: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                let is_group = map.get("targetType").and_then(Value::as_str) == Some("group");
+                if let (true, Some(id)) = (is_group, map.get("id").and_then(Value::as_str)) {
+                    ids.push(id.to_owned());
+                }
+                map.values().for_each(|v| walk(v, ids));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, ids)),
+            _ => {}
+        }
+    }
+    walk(body, &mut ids);
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odata_literals_and_encoding() {
+        assert_eq!(literal("O'Brien"), "'O''Brien'");
+        assert_eq!(encode("displayName eq 'a b'"), "displayName%20eq%20%27a%20b%27");
+    }
+
+    #[test]
+    fn group_refs_are_found_in_targets() {
+        let body = json!({"includeTargets": [{"targetType": "group", "id": "g1"}, {"targetType": "user", "id": "u1"}],
+            "registrationEnforcement": {"authenticationMethodsRegistrationCampaign": {"includeTargets": [{"targetType": "group", "id": "g2"}]}}});
+        assert_eq!(group_refs(&body), vec!["g1".to_owned(), "g2".to_owned()]);
+    }
+}

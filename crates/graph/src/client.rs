@@ -1,0 +1,503 @@
+//! The transport: every Graph call goes through [`GraphClient::send`], which takes a token,
+//! waits for the tenant's gate and the rate limiters, sends with a `client-request-id` and a
+//! timeout, and retries what can succeed later.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use parking_lot::Mutex;
+use rand::Rng;
+use reqwest::{Method, header::HeaderMap};
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::{
+    Credential, GraphConfig, GraphError, MetricsSnapshot, SizeClass,
+    breaker::Breakers,
+    limits::Limits,
+    metrics::Metrics,
+    token::{AccessToken, TokenCache},
+};
+
+/// A customer tenant as the client needs it.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// Entra tenant id (GUID) or a verified domain.
+    pub id: String,
+    /// The app's credential in this tenant.
+    pub credential: Arc<Credential>,
+    /// Size class, which sizes its rate limit.
+    pub size: SizeClass,
+}
+
+/// One request to Graph.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub(crate) method: Method,
+    /// Path after `/v1.0` (with its query), or an absolute `@odata.nextLink`.
+    pub(crate) path: String,
+    pub(crate) body: Option<Value>,
+    /// Endpoint template for metrics and spans, e.g. `GET /groups/{id}/members`.
+    pub(crate) endpoint: &'static str,
+    /// Ids of objects the request refers to (for telling replication delay from absence).
+    pub(crate) refs: Vec<String>,
+}
+
+impl Call {
+    pub(crate) fn new(method: Method, path: impl Into<String>, endpoint: &'static str) -> Self {
+        Self { method, path: path.into(), body: None, endpoint, refs: Vec::new() }
+    }
+
+    pub(crate) fn body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    pub(crate) fn refs(mut self, refs: impl IntoIterator<Item = String>) -> Self {
+        self.refs.extend(refs);
+        self
+    }
+}
+
+/// A successful answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Reply {
+    pub(crate) body: Option<Value>,
+}
+
+/// Resource-unit cost and write flag of a request, from the published cost table.
+pub(crate) fn cost(method: &Method, path: &str) -> (u32, bool) {
+    let write = method != Method::GET;
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let path = path.to_ascii_lowercase();
+    let mut cost: i32 = if write {
+        1
+    } else if path.ends_with("/users") {
+        2
+    } else if path.ends_with("/subscribedskus") {
+        3
+    } else if path.ends_with("/transitivemembers") {
+        5
+    } else if path.ends_with("/members") {
+        3
+    } else {
+        1
+    };
+    let query = query.to_ascii_lowercase();
+    if query.contains("%24select=") || query.contains("$select=") {
+        cost -= 1;
+    }
+    if query.contains("%24expand=") || query.contains("$expand=") {
+        cost += 1;
+    }
+    let top = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("$top=").or_else(|| p.strip_prefix("%24top=")))
+        .and_then(|t| t.parse::<u32>().ok());
+    if top.is_some_and(|t| t < 20) {
+        cost -= 1;
+    }
+    (cost.max(1) as u32, write)
+}
+
+/// Reads `Retry-After` (seconds or an HTTP date).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let secs = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds().max(0);
+    Some(Duration::from_millis(secs as u64))
+}
+
+struct Inner {
+    http: reqwest::Client,
+    cfg: GraphConfig,
+    tokens: TokenCache,
+    limits: Limits,
+    breakers: Breakers,
+    metrics: Metrics,
+    created: Mutex<HashMap<String, Instant>>,
+}
+
+/// The Graph client. Cheap to clone; clones share tokens, limits and metrics.
+#[derive(Clone)]
+pub struct GraphClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for GraphClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphClient")
+            .field("graph_url", &self.inner.cfg.graph_url)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Attempt {
+    Done(Reply),
+    Retry { error: GraphError, wait: Duration, block_tenant: bool },
+    Fail(GraphError),
+}
+
+impl GraphClient {
+    /// A client with the given configuration.
+    pub fn new(cfg: GraphConfig) -> Result<Self, GraphError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("sspr-fleet/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GraphError::Invalid(format!("cannot build the HTTP client: {e}")))?;
+        let limits = Limits::new(&cfg);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                cfg,
+                tokens: TokenCache::default(),
+                limits,
+                breakers: Breakers::default(),
+                metrics: Metrics::default(),
+                created: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GraphConfig {
+        &self.inner.cfg
+    }
+
+    /// Every counter so far.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics.snapshot()
+    }
+
+    /// When the tenant may be called again, if a `Retry-After` holds it.
+    pub fn blocked_until(&self, tenant: &str) -> Option<Instant> {
+        self.inner.limits.blocked_until(tenant)
+    }
+
+    /// Holds every call of the tenant for `wait` (a `Retry-After` from a `$batch` item).
+    pub(crate) fn block_tenant(&self, tenant: &str, wait: Duration) {
+        self.inner.limits.block(tenant, Instant::now() + wait);
+    }
+
+    /// Remembers that this client created `id` now (new objects may be invisible for a while).
+    pub(crate) fn created(&self, id: &str) {
+        let mut created = self.inner.created.lock();
+        let window = self.inner.cfg.replication_window;
+        created.retain(|_, at| at.elapsed() < window);
+        created.insert(id.to_ascii_lowercase(), Instant::now());
+    }
+
+    pub(crate) fn recently_created(&self, refs: &[String]) -> bool {
+        let created = self.inner.created.lock();
+        let window = self.inner.cfg.replication_window;
+        refs.iter()
+            .any(|r| created.get(&r.to_ascii_lowercase()).is_some_and(|at| at.elapsed() < window))
+    }
+
+    /// A valid token for the tenant (single flight per tenant and app).
+    pub(crate) async fn token(&self, tenant: &Tenant) -> Result<AccessToken, GraphError> {
+        let cfg = &self.inner.cfg;
+        self.inner
+            .tokens
+            .get(&tenant.id, tenant.credential.client_id(), cfg.token_refresh_ahead, || {
+                self.fetch_token(tenant)
+            })
+            .await
+    }
+
+    async fn fetch_token(&self, tenant: &Tenant) -> Result<AccessToken, GraphError> {
+        let cfg = &self.inner.cfg;
+        let url = format!("{}/{}/oauth2/v2.0/token", cfg.login_url, tenant.id);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut form = vec![
+                ("client_id", tenant.credential.client_id().to_owned()),
+                ("scope", cfg.scope.clone()),
+                ("grant_type", "client_credentials".to_owned()),
+            ];
+            form.extend(tenant.credential.form_fields(&url, chrono::Utc::now().timestamp())?);
+            self.inner.metrics.token_request(&tenant.id);
+            let sent = tokio::time::timeout(
+                cfg.request_timeout,
+                self.inner.http.post(&url).form(&form).send(),
+            )
+            .await;
+            let result = match sent {
+                Err(_) => Err(GraphError::Timeout {
+                    endpoint: "POST /oauth2/v2.0/token",
+                    timeout: cfg.request_timeout,
+                }),
+                Ok(Err(e)) => {
+                    Err(GraphError::Transport { endpoint: "POST /oauth2/v2.0/token", source: e })
+                }
+                Ok(Ok(resp)) => {
+                    let status = resp.status().as_u16();
+                    let body: Value = resp.json().await.map_err(|e| GraphError::Transport {
+                        endpoint: "POST /oauth2/v2.0/token",
+                        source: e,
+                    })?;
+                    if (200..300).contains(&status) {
+                        let value =
+                            body.get("access_token").and_then(Value::as_str).ok_or_else(|| {
+                                GraphError::Decode {
+                                    endpoint: "POST /oauth2/v2.0/token",
+                                    detail: "no access_token".into(),
+                                }
+                            })?;
+                        let expires_in =
+                            body.get("expires_in").and_then(Value::as_i64).unwrap_or(3599).max(60);
+                        return Ok(AccessToken {
+                            value: Arc::from(value),
+                            expires_at: Instant::now() + Duration::from_secs(expires_in as u64),
+                        });
+                    }
+                    let description =
+                        body.get("error_description").and_then(Value::as_str).unwrap_or("");
+                    Err(GraphError::Token {
+                        status,
+                        error: body
+                            .get("error")
+                            .and_then(Value::as_str)
+                            .unwrap_or("unknown")
+                            .to_owned(),
+                        codes: body
+                            .get("error_codes")
+                            .and_then(Value::as_array)
+                            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                            .unwrap_or_default(),
+                        description: description.lines().next().unwrap_or("").to_owned(),
+                    })
+                }
+            };
+            match result {
+                Err(e) if e.is_transient() && attempt < 3 => {
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Full-jitter exponential backoff for attempt `n` (1-based).
+    fn backoff(&self, n: u32) -> Duration {
+        let r = &self.inner.cfg.retry;
+        let ceiling = r
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(n.saturating_sub(1).min(16)))
+            .min(r.max_delay);
+        let ms = rand::rng().random_range(0..=ceiling.as_millis().max(1) as u64);
+        Duration::from_millis(ms.max(r.base_delay.as_millis() as u64 / 4))
+    }
+
+    /// Sends a call with pacing, retries and the circuit breaker; returns the 2xx answer.
+    pub(crate) async fn send(&self, tenant: &Tenant, call: Call) -> Result<Reply, GraphError> {
+        let cfg = &self.inner.cfg;
+        let started = Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            if let Err((reason, remaining)) = self.inner.breakers.check(&tenant.id) {
+                return Err(GraphError::CircuitOpen {
+                    tenant: tenant.id.clone(),
+                    reason,
+                    until_secs: remaining.as_secs(),
+                });
+            }
+            let outcome = self.attempt(tenant, &call, attempt).await;
+            let (error, wait, block_tenant) = match outcome {
+                Attempt::Done(reply) => {
+                    self.inner.breakers.success(&tenant.id);
+                    return Ok(reply);
+                }
+                Attempt::Fail(error) => {
+                    if matches!(error.status(), Some(401 | 403))
+                        || matches!(error, GraphError::Token { .. })
+                    {
+                        self.inner.breakers.failure(&tenant.id, &error.reason(), &cfg.breaker);
+                    }
+                    return Err(error);
+                }
+                Attempt::Retry { error, wait, block_tenant } => (error, wait, block_tenant),
+            };
+            let out_of_budget =
+                attempt >= cfg.retry.max_attempts || started.elapsed() + wait > cfg.retry.budget;
+            if out_of_budget {
+                if error.is_transient() {
+                    self.inner.breakers.failure(&tenant.id, &error.reason(), &cfg.breaker);
+                }
+                return Err(error);
+            }
+            tracing::debug!(tenant = %tenant.id, endpoint = call.endpoint, attempt, wait_ms = wait.as_millis() as u64, reason = %error.reason(), "retrying");
+            if block_tenant {
+                // The whole tenant waits; its next call (this retry included) passes the gate
+                // only after the wait.
+                self.inner.limits.block(&tenant.id, Instant::now() + wait);
+            } else {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    async fn attempt(&self, tenant: &Tenant, call: &Call, attempt: u32) -> Attempt {
+        let cfg = &self.inner.cfg;
+        let slot = self.inner.limits.tenant_slot(&tenant.id).await;
+        let token = match self.token(tenant).await {
+            Ok(t) => t,
+            Err(e) if e.is_transient() => {
+                return Attempt::Retry {
+                    wait: self.backoff(attempt),
+                    error: e,
+                    block_tenant: false,
+                };
+            }
+            Err(e) => return Attempt::Fail(e),
+        };
+        let url = if call.path.starts_with("http://") || call.path.starts_with("https://") {
+            // Follow paging links only to Graph itself: the token must not go anywhere else.
+            if !call.path.starts_with(&format!("{}/", cfg.graph_url)) {
+                return Attempt::Fail(GraphError::Decode {
+                    endpoint: call.endpoint,
+                    detail: "a paging link points outside Graph".into(),
+                });
+            }
+            call.path.clone()
+        } else {
+            format!("{}/v1.0{}", cfg.graph_url, call.path)
+        };
+        let (cost, write) = cost(&call.method, &call.path);
+        let _permits = self
+            .inner
+            .limits
+            .ready(tenant.credential.client_id(), &tenant.id, tenant.size, cost, write, slot)
+            .await;
+        let client_request_id = uuid::Uuid::new_v4().to_string();
+        let span = tracing::info_span!(
+            "graph.call",
+            tenant = %tenant.id,
+            endpoint = call.endpoint,
+            client_request_id = %client_request_id,
+            attempt,
+            status = tracing::field::Empty,
+            request_id = tracing::field::Empty,
+        );
+        let mut request = self
+            .inner
+            .http
+            .request(call.method.clone(), &url)
+            .bearer_auth(&*token.value)
+            .header("client-request-id", &client_request_id)
+            .header("return-client-request-id", "true");
+        if let Some(body) = &call.body {
+            request = request.json(body);
+        }
+        let sent_at = Instant::now();
+        let result = tokio::time::timeout(cfg.request_timeout, async {
+            let resp = request.send().await?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let bytes = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, headers, bytes))
+        })
+        .instrument(span.clone())
+        .await;
+        let latency_ms = sent_at.elapsed().as_secs_f64() * 1000.0;
+        let retry = attempt > 1;
+        let (status, headers, bytes) = match result {
+            Err(_) => {
+                self.inner.metrics.record(&tenant.id, call.endpoint, None, latency_ms, retry);
+                let error =
+                    GraphError::Timeout { endpoint: call.endpoint, timeout: cfg.request_timeout };
+                return Attempt::Retry { error, wait: self.backoff(attempt), block_tenant: true };
+            }
+            Ok(Err(e)) => {
+                self.inner.metrics.record(&tenant.id, call.endpoint, None, latency_ms, retry);
+                let error = GraphError::Transport { endpoint: call.endpoint, source: e };
+                return Attempt::Retry { error, wait: self.backoff(attempt), block_tenant: true };
+            }
+            Ok(Ok(parts)) => parts,
+        };
+        self.inner.metrics.record(&tenant.id, call.endpoint, Some(status), latency_ms, retry);
+        let body: Option<Value> =
+            if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
+        let request_id = headers.get("request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        span.record("status", status);
+        if let Some(id) = &request_id {
+            span.record("request_id", id.as_str());
+        }
+        if (200..300).contains(&status) {
+            return Attempt::Done(Reply { body });
+        }
+        let error_code =
+            body.as_ref().and_then(|b| b["error"]["code"].as_str()).unwrap_or("").to_owned();
+        let message =
+            body.as_ref().and_then(|b| b["error"]["message"].as_str()).unwrap_or("").to_owned();
+        let after = retry_after(&headers);
+        span.in_scope(|| {
+            tracing::info!(status, code = %error_code, request_id = ?request_id, "Graph answered an error");
+        });
+        let error = GraphError::Graph {
+            status,
+            code: error_code,
+            message,
+            request_id,
+            client_request_id,
+            retry_after: after,
+        };
+        match status {
+            401 if attempt == 1 => {
+                self.inner
+                    .tokens
+                    .invalidate(&tenant.id, tenant.credential.client_id(), &token)
+                    .await;
+                Attempt::Retry { error, wait: Duration::ZERO, block_tenant: false }
+            }
+            429 | 503 => {
+                let wait = after.unwrap_or_else(|| self.backoff(attempt));
+                Attempt::Retry { error, wait, block_tenant: true }
+            }
+            500 | 502 | 504 => Attempt::Retry {
+                error,
+                wait: after.unwrap_or_else(|| self.backoff(attempt)),
+                block_tenant: true,
+            },
+            400 | 404 if self.recently_created(&call.refs) => {
+                Attempt::Retry { error, wait: self.backoff(attempt), block_tenant: false }
+            }
+            _ => Attempt::Fail(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costs_follow_the_published_table() {
+        assert_eq!(cost(&Method::GET, "/users"), (2, false));
+        assert_eq!(cost(&Method::GET, "/users?$select=id"), (1, false));
+        assert_eq!(cost(&Method::GET, "/subscribedSkus"), (3, false));
+        assert_eq!(cost(&Method::GET, "/groups/x/members?$top=10"), (2, false));
+        assert_eq!(cost(&Method::PATCH, "/policies/authenticationMethodsPolicy"), (1, true));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let later = (chrono::Utc::now() + chrono::TimeDelta::seconds(30)).to_rfc2822();
+        h.insert(reqwest::header::RETRY_AFTER, later.parse().unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,128 @@
+//! Settings of the client. Every documented limit is here, scaled by one factor, because
+//! Microsoft changes them and tests need smaller ones.
+
+use std::time::Duration;
+
+/// Tenant size classes of the identity-and-access throttling limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SizeClass {
+    /// Fewer than 50 users: 3,500 resource units per 10 s per app.
+    Small,
+    /// 50 to 500 users: 5,000.
+    Medium,
+    /// More than 500 users: 8,000.
+    Large,
+}
+
+impl SizeClass {
+    /// The class of a tenant with `users` users.
+    pub fn from_users(users: u64) -> Self {
+        if users < 50 {
+            SizeClass::Small
+        } else if users <= 500 {
+            SizeClass::Medium
+        } else {
+            SizeClass::Large
+        }
+    }
+
+    /// Documented resource units per 10 s for one app in a tenant of this class.
+    pub fn resource_units_per_10s(self) -> f64 {
+        match self {
+            SizeClass::Small => 3_500.0,
+            SizeClass::Medium => 5_000.0,
+            SizeClass::Large => 8_000.0,
+        }
+    }
+}
+
+/// Retries of one call.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Most attempts of one call, the first included.
+    pub max_attempts: u32,
+    /// First backoff when no `Retry-After` is given; doubles each attempt, with full jitter.
+    pub base_delay: Duration,
+    /// Longest single backoff.
+    pub max_delay: Duration,
+    /// Longest total time one call may spend retrying.
+    pub budget: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(60),
+            budget: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Everything the client needs to know.
+#[derive(Debug, Clone)]
+pub struct GraphConfig {
+    /// Base URL of Graph, without `/v1.0` (`https://graph.microsoft.com`).
+    pub graph_url: String,
+    /// Base URL of the identity platform (`https://login.microsoftonline.com`).
+    pub login_url: String,
+    /// The scope asked for in token requests.
+    pub scope: String,
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
+    /// Timeout to open a connection.
+    pub connect_timeout: Duration,
+    /// Most Graph requests in flight across all tenants.
+    pub max_concurrency: usize,
+    /// Most Graph requests in flight per tenant. With 1, no request of a tenant can be sent
+    /// while a `Retry-After` from that tenant is on its way back, so none arrives early.
+    pub per_tenant_concurrency: usize,
+    /// Share of the documented limits to use (the rest is left for the tenant's other apps).
+    pub rate_share: f64,
+    /// Scales every documented limit (1.0 = Microsoft's numbers; tests use smaller ones).
+    pub limits_scale: f64,
+    /// Retries of one call.
+    pub retry: RetryPolicy,
+    /// The circuit breaker per tenant.
+    pub breaker: crate::BreakerPolicy,
+    /// Tokens are refreshed this long before they expire.
+    pub token_refresh_ahead: Duration,
+    /// A 404 (or a 400 naming a missing object) about an object this client created within
+    /// this window is replication delay and is retried.
+    pub replication_window: Duration,
+    /// After a 429, the tenant's calls cost double for this long.
+    pub throttle_slowdown: Duration,
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        Self {
+            graph_url: "https://graph.microsoft.com".into(),
+            login_url: "https://login.microsoftonline.com".into(),
+            scope: "https://graph.microsoft.com/.default".into(),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_concurrency: 64,
+            per_tenant_concurrency: 1,
+            rate_share: 0.5,
+            limits_scale: 1.0,
+            retry: RetryPolicy::default(),
+            breaker: crate::BreakerPolicy::default(),
+            token_refresh_ahead: Duration::from_secs(300),
+            replication_window: Duration::from_secs(120),
+            throttle_slowdown: Duration::from_secs(300),
+        }
+    }
+}
+
+impl GraphConfig {
+    /// A configuration for the given base URLs, other settings at their defaults.
+    pub fn new(graph_url: impl Into<String>, login_url: impl Into<String>) -> Self {
+        Self {
+            graph_url: graph_url.into().trim_end_matches('/').to_owned(),
+            login_url: login_url.into().trim_end_matches('/').to_owned(),
+            ..Self::default()
+        }
+    }
+}

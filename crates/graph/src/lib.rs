@@ -1,0 +1,26 @@
+//! The one way sspr-fleet talks to Microsoft: the Microsoft Graph v1.0 and identity platform
+//! client, with a token cache, rate limits, retries honouring `Retry-After`, `$batch`, a
+//! circuit breaker per tenant, metrics and spans.
+//!
+//! **Invariants:** no database access here (callers pass tenants and credentials in), and no
+//! code or types shared with `crates/graph-sim`: both are written from the Graph facts on their
+//! own, so a misreading in one is caught by the other.
+
+mod breaker;
+mod calls;
+mod client;
+mod config;
+mod credentials;
+mod error;
+mod limits;
+mod metrics;
+mod token;
+pub mod types;
+
+pub use breaker::BreakerPolicy;
+pub use calls::{AddMember, BatchItem, BatchOutcome};
+pub use client::{GraphClient, Tenant};
+pub use config::{GraphConfig, RetryPolicy, SizeClass};
+pub use credentials::{Credential, CredentialError};
+pub use error::GraphError;
+pub use metrics::{EndpointStats, LATENCY_BUCKETS_MS, MetricsSnapshot};

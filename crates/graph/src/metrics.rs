@@ -1,0 +1,93 @@
+//! Counters of Graph calls by tenant and endpoint, for `/metrics` and benchmarks.
+
+use std::collections::BTreeMap;
+
+use parking_lot::Mutex;
+
+/// Counters of one (tenant, endpoint).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointStats {
+    /// Requests sent (each attempt counts).
+    pub calls: u64,
+    /// Requests answered with an error status or not answered.
+    pub errors: u64,
+    /// 429 answers.
+    pub throttled: u64,
+    /// Attempts after the first.
+    pub retries: u64,
+    /// Sum of request latencies, in milliseconds.
+    pub latency_ms_sum: f64,
+    /// Requests by latency bucket upper bound in ms (10, 50, 100, 250, 500, 1000, 5000, inf).
+    pub latency_buckets: [u64; 8],
+}
+
+/// Upper bounds of the latency buckets, in ms.
+pub const LATENCY_BUCKETS_MS: [f64; 8] =
+    [10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0, f64::INFINITY];
+
+/// Every counter, by (tenant, endpoint template).
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSnapshot {
+    /// The counters.
+    pub by_tenant_endpoint: BTreeMap<(String, String), EndpointStats>,
+    /// Token requests sent, by tenant.
+    pub token_requests: BTreeMap<String, u64>,
+}
+
+impl MetricsSnapshot {
+    /// Counters summed over every tenant and endpoint.
+    pub fn total(&self) -> EndpointStats {
+        let mut t = EndpointStats::default();
+        for s in self.by_tenant_endpoint.values() {
+            t.calls += s.calls;
+            t.errors += s.errors;
+            t.throttled += s.throttled;
+            t.retries += s.retries;
+            t.latency_ms_sum += s.latency_ms_sum;
+            for (a, b) in t.latency_buckets.iter_mut().zip(s.latency_buckets) {
+                *a += b;
+            }
+        }
+        t
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    inner: Mutex<MetricsSnapshot>,
+}
+
+impl Metrics {
+    pub(crate) fn record(
+        &self,
+        tenant: &str,
+        endpoint: &str,
+        status: Option<u16>,
+        latency_ms: f64,
+        retry: bool,
+    ) {
+        let mut m = self.inner.lock();
+        let s = m.by_tenant_endpoint.entry((tenant.to_owned(), endpoint.to_owned())).or_default();
+        s.calls += 1;
+        if status.is_none_or(|s| s >= 400) {
+            s.errors += 1;
+        }
+        if status == Some(429) {
+            s.throttled += 1;
+        }
+        if retry {
+            s.retries += 1;
+        }
+        s.latency_ms_sum += latency_ms;
+        let bucket = LATENCY_BUCKETS_MS.iter().position(|&b| latency_ms <= b).unwrap_or(7);
+        s.latency_buckets[bucket] += 1;
+    }
+
+    pub(crate) fn token_request(&self, tenant: &str) {
+        *self.inner.lock().token_requests.entry(tenant.to_owned()).or_default() += 1;
+    }
+
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+        self.inner.lock().clone()
+    }
+}

@@ -1,0 +1,315 @@
+//! The client against the Graph simulator, over real HTTP.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{sync::Arc, time::Duration};
+
+use secrecy::SecretString;
+use sspr_graph::{
+    BatchItem, BreakerPolicy, Credential, GraphClient, GraphConfig, GraphError, RetryPolicy,
+    SizeClass, Tenant,
+};
+use sspr_graph_sim::{
+    Faults, GraphSim, RunningSim, Scenario, ScriptedFault,
+    scenario::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET},
+};
+
+const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+const B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+const NO_CONSENT: &str = "cccccccc-0000-4000-8000-000000000003";
+
+fn scenario(time_speed: f64) -> String {
+    format!(
+        r#"
+seed = 5
+[settings]
+time_speed = {time_speed}
+page_size = 7
+[[tenants]]
+id = "{A}"
+name = "Alpha"
+users = 30
+[tenants.faults]
+replication_delay_secs = 2
+[[tenants]]
+id = "{B}"
+name = "Bravo"
+users = 20
+[[tenants]]
+id = "{NO_CONSENT}"
+name = "Charlie"
+users = 5
+consented = false
+"#
+    )
+}
+
+struct Env {
+    sim: GraphSim,
+    _running: RunningSim,
+    client: GraphClient,
+}
+
+async fn env(time_speed: f64, tweak: impl FnOnce(&mut GraphConfig)) -> Env {
+    let sim = GraphSim::from_scenario(&Scenario::parse(&scenario(time_speed)).unwrap()).unwrap();
+    let running = sim.serve(std::net::TcpListener::bind("127.0.0.1:0").unwrap()).unwrap();
+    let mut cfg = GraphConfig::new(running.base_url(), running.base_url());
+    cfg.retry = RetryPolicy {
+        max_attempts: 8,
+        base_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(5),
+        budget: Duration::from_secs(60),
+    };
+    tweak(&mut cfg);
+    Env { sim, _running: running, client: GraphClient::new(cfg).unwrap() }
+}
+
+fn tenant(id: &str) -> Tenant {
+    Tenant {
+        id: id.to_owned(),
+        credential: Arc::new(Credential::ClientSecret {
+            client_id: DEFAULT_CLIENT_ID.into(),
+            secret: SecretString::from(DEFAULT_CLIENT_SECRET),
+        }),
+        size: SizeClass::Small,
+    }
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_one_token_request() {
+    let e = env(0.0, |c| c.per_tenant_concurrency = 4).await;
+    let t = tenant(A);
+    let calls = (0..24).map(|_| {
+        let client = e.client.clone();
+        let t = t.clone();
+        tokio::spawn(async move { client.organization(&t).await })
+    });
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(e.sim.stats(A).unwrap().token_requests, 1);
+    assert_eq!(e.client.metrics().token_requests.get(A), Some(&1));
+}
+
+#[tokio::test]
+async fn a_rejected_token_is_replaced_once() {
+    let e = env(0.0, |_| {}).await;
+    let t = tenant(A);
+    e.client.organization(&t).await.unwrap();
+    // Expire every token the simulator issued: the next call gets 401, refreshes, succeeds.
+    e.sim.clock().advance(chrono::TimeDelta::hours(2));
+    e.client.organization(&t).await.unwrap();
+    assert_eq!(e.sim.stats(A).unwrap().token_requests, 2);
+}
+
+#[tokio::test]
+async fn a_429_storm_on_one_tenant_neither_delays_another_nor_is_retried_early() {
+    let e = env(1.0, |c| c.max_concurrency = 8).await;
+    let script = (0..3).map(|_| ScriptedFault { status: 429, retry_after: Some(2) }).collect();
+    e.sim.set_faults(A, Faults { script, ..Default::default() }).unwrap();
+    let ta = tenant(A);
+    let client = e.client.clone();
+    let stormy = tokio::spawn(async move {
+        let mut results = Vec::new();
+        for _ in 0..3 {
+            results.push(client.organization(&ta).await.map(|o| o.id));
+        }
+        results
+    });
+    // Tenant B's calls all finish while tenant A still waits out its Retry-After.
+    let tb = tenant(B);
+    for _ in 0..10 {
+        e.client.organization(&tb).await.unwrap();
+    }
+    assert!(!stormy.is_finished(), "tenant B should not have waited for tenant A's Retry-After");
+    for r in stormy.await.unwrap() {
+        assert_eq!(r.unwrap(), A);
+    }
+    let stats = e.sim.stats(A).unwrap();
+    assert_eq!(stats.faults, 3, "the three scripted 429s were served");
+    assert_eq!(stats.early_requests, 0, "no request arrived before its Retry-After");
+    assert_eq!(e.sim.stats(B).unwrap().early_requests, 0);
+    assert!(e.client.metrics().total().throttled >= 3);
+}
+
+#[tokio::test]
+async fn concurrent_calls_of_a_throttled_tenant_all_wait_for_retry_after() {
+    let e = env(1.0, |c| c.per_tenant_concurrency = 1).await;
+    let script = vec![
+        ScriptedFault { status: 503, retry_after: Some(1) },
+        ScriptedFault { status: 429, retry_after: Some(1) },
+    ];
+    e.sim
+        .set_faults(A, Faults { script: script.into_iter().collect(), ..Default::default() })
+        .unwrap();
+    let t = tenant(A);
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let client = e.client.clone();
+            let t = t.clone();
+            tokio::spawn(async move { client.subscribed_skus(&t).await })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(e.sim.stats(A).unwrap().early_requests, 0);
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_permanent_ones_are_not() {
+    let e = env(0.0, |_| {}).await;
+    let script = vec![
+        ScriptedFault { status: 504, retry_after: None },
+        ScriptedFault { status: 0, retry_after: None },
+        ScriptedFault { status: 503, retry_after: None },
+    ];
+    e.sim
+        .set_faults(A, Faults { script: script.into_iter().collect(), ..Default::default() })
+        .unwrap();
+    let t = tenant(A);
+    e.client.organization(&t).await.unwrap();
+    assert_eq!(e.sim.stats(A).unwrap().faults, 3);
+    let before = e.sim.stats(A).unwrap().requests;
+    let missing = e.client.user(&t, "nobody@alpha.onmicrosoft.com").await.unwrap();
+    assert!(missing.is_none());
+    assert_eq!(e.sim.stats(A).unwrap().requests, before + 1, "a 404 is not retried");
+}
+
+#[tokio::test]
+async fn replication_delay_after_creating_a_group_is_retried() {
+    let e = env(1.0, |_| {}).await;
+    let t = tenant(A);
+    let group = e
+        .client
+        .create_security_group(
+            &t,
+            &sspr_graph::types::NewSecurityGroup::new("SSPR pilot", "ssprpilot"),
+        )
+        .await
+        .unwrap();
+    let user = e.client.user(&t, "user00005@alpha.onmicrosoft.com").await.unwrap().unwrap();
+    // The group answers 404 for two seconds; the client retries until it is there.
+    let added = e.client.add_group_member(&t, &group.id, &user.id).await.unwrap();
+    assert_eq!(added, sspr_graph::AddMember::Added);
+    assert!(
+        e.sim
+            .stats(A)
+            .unwrap()
+            .by_endpoint
+            .get("POST /groups/{id}/members/$ref")
+            .copied()
+            .unwrap_or(0)
+            >= 2
+    );
+    let again = e.client.add_group_member(&t, &group.id, &user.id).await.unwrap();
+    assert_eq!(again, sspr_graph::AddMember::AlreadyMember);
+    let members = e.client.group_members(&t, &group.id).await.unwrap();
+    assert_eq!(members.len(), 1);
+}
+
+#[tokio::test]
+async fn batches_handle_failed_dependencies_and_per_item_throttling() {
+    let e = env(1.0, |_| {}).await;
+    let t = tenant(B);
+    // The first item evaluated gets a 429 with Retry-After; the client retries it alone.
+    e.sim
+        .set_faults(
+            B,
+            Faults {
+                script: [ScriptedFault { status: 429, retry_after: Some(1) }].into_iter().collect(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let missing = "00000000-0000-4000-8000-00000000dead";
+    let items = vec![
+        BatchItem::get("1", "/organization"),
+        BatchItem::get("2", format!("/groups/{missing}")),
+        BatchItem::with_body(
+            "3",
+            reqwest::Method::POST,
+            format!("/groups/{missing}/members/$ref"),
+            serde_json::json!({"@odata.id": "x"}),
+        )
+        .depends_on(&["2"]),
+        BatchItem::get("4", "/subscribedSkus").depends_on(&["1"]),
+    ];
+    let outcomes = e.client.batch(&t, items).await.unwrap();
+    let status = |id: &str| outcomes.iter().find(|o| o.id == id).unwrap().status;
+    assert_eq!(status("2"), 404);
+    assert_eq!(status("3"), 424, "depends on a failed item");
+    assert_eq!(status("1"), 200);
+    assert_eq!(status("4"), 200);
+    assert_eq!(e.sim.stats(B).unwrap().faults, 1, "one item was answered 429 and retried");
+    assert_eq!(e.sim.stats(B).unwrap().early_requests, 0);
+
+    let too_many = (0..21).map(|i| BatchItem::get(i.to_string(), "/organization")).collect();
+    assert!(matches!(e.client.batch(&t, too_many).await, Err(GraphError::Invalid(_))));
+}
+
+#[tokio::test]
+async fn a_tenant_that_keeps_failing_is_set_aside_without_affecting_others() {
+    let e = env(0.0, |c| {
+        c.breaker = BreakerPolicy {
+            failure_threshold: 2,
+            open_for: Duration::from_secs(600),
+            max_open_for: Duration::from_secs(600),
+        }
+    })
+    .await;
+    let bad = tenant(NO_CONSENT);
+    for _ in 0..2 {
+        let err = e.client.organization(&bad).await.unwrap_err();
+        assert_eq!(err.code(), Some("unauthorized_client"), "{err}");
+    }
+    let requests = e.sim.stats(NO_CONSENT).unwrap().token_requests;
+    let err = e.client.organization(&bad).await.unwrap_err();
+    assert!(matches!(err, GraphError::CircuitOpen { .. }), "{err}");
+    assert!(err.reason().contains("700016"), "the reason names the cause: {}", err.reason());
+    assert_eq!(
+        e.sim.stats(NO_CONSENT).unwrap().token_requests,
+        requests,
+        "an open circuit sends nothing"
+    );
+    e.client.organization(&tenant(A)).await.unwrap();
+}
+
+#[tokio::test]
+async fn typed_calls_read_and_write_the_sspr_surface() {
+    let e = env(0.0, |_| {}).await;
+    let t = tenant(A);
+    let policy = e.client.methods_policy(&t).await.unwrap();
+    assert!(
+        policy
+            .authentication_method_configurations
+            .iter()
+            .any(|c| sspr_graph::types::MethodId::Sms.matches(&c.id))
+    );
+    let patch = sspr_graph::types::MethodConfigPatch::new(sspr_graph::types::MethodId::Sms)
+        .state(sspr_graph::types::MethodState::Enabled)
+        .include_all_users();
+    e.client
+        .patch_method_configuration(&t, sspr_graph::types::MethodId::Sms, &patch)
+        .await
+        .unwrap();
+    let sms = e.client.method_configuration(&t, sspr_graph::types::MethodId::Sms).await.unwrap();
+    assert_eq!(sms.state, sspr_graph::types::MethodState::Enabled);
+    let org = e.client.organization(&t).await.unwrap();
+    assert_eq!(org.id, A);
+    let skus = e.client.subscribed_skus(&t).await.unwrap();
+    assert!(sspr_graph::types::licence_readiness(&skus).premium_p1);
+    let mut seen = 0;
+    let mut pages = 0;
+    e.client
+        .registration_details(&t, |page| {
+            pages += 1;
+            seen += page.len();
+        })
+        .await
+        .unwrap();
+    assert_eq!((seen, pages), (30, 5), "30 users in pages of 7");
+    let summary = e.client.users_registered_by_feature(&t).await.unwrap();
+    assert_eq!(summary.total_user_count, 30);
+    assert!(e.client.groups_named(&t, "no such group").await.unwrap().is_empty());
+}
