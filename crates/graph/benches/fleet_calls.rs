@@ -4,7 +4,9 @@
 //! its lower bound from concurrency and latency (the baseline, computed for this run), 429s,
 //! `Retry-After` violations (must be 0), and the process's peak memory (simulator included).
 //!
-//! Run: `cargo bench -p sspr-graph --bench fleet_calls [-- TENANTS CONCURRENCY]`.
+//! Run: `cargo bench -p sspr-graph --bench fleet_calls [-- TENANTS CONCURRENCY SIM_SCALE]`.
+//! `SIM_SCALE` below 1 makes the simulator's limits smaller than the client assumes, so the
+//! client meets 429s and must honour their `Retry-After`.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
@@ -32,14 +34,19 @@ fn main() {
     let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let tenants = args.first().copied().unwrap_or(1000) as u32;
     let concurrency = args.get(1).copied().unwrap_or(128) as usize;
+    let sim_scale =
+        std::env::args().skip(1).nth(2).and_then(|a| a.parse::<f64>().ok()).unwrap_or(1.0);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    runtime.block_on(run(tenants, concurrency));
+    runtime.block_on(run(tenants, concurrency, sim_scale));
 }
 
-async fn run(count: u32, concurrency: usize) {
+async fn run(count: u32, concurrency: usize, sim_scale: f64) {
     let latency_ms = 50u64;
+    let mut settings = sspr_graph_sim::SimSettings::default();
+    settings.throttle.scale = sim_scale;
     let scenario = Scenario {
         seed: 3,
+        settings,
         generate: Some(GenerateSpec {
             count,
             min_users: 50,

@@ -178,7 +178,7 @@ pub enum GroupError {
 }
 
 /// Checks a `mailNickname`: 1 to 64 ASCII characters, none of ``@ () \ [] " ; : . <> ,`` or space
-/// (graph-facts §8); control characters are refused too [I].
+/// (graph-facts §8); control characters are refused too \[I\].
 pub fn validate_mail_nickname(nickname: &str) -> Result<(), GroupError> {
     let bad = |reason| Err(GroupError::MailNickname { nickname: nickname.to_owned(), reason });
     if nickname.is_empty() {

@@ -265,7 +265,7 @@ impl MethodConfiguration {
     /// The whole configuration as a PATCH body (the CIPP pattern: GET, change, PATCH the whole
     /// object, graph-facts §1). Top-level OData control annotations other than `@odata.type`
     /// (e.g. `@odata.context`, `includeTargets@odata.context`) are dropped, since they describe a
-    /// response rather than the resource [I].
+    /// response rather than the resource \[I\].
     pub fn to_patch_json(&self) -> Value {
         let mut body = json!(self);
         if let Value::Object(map) = &mut body {
@@ -375,7 +375,7 @@ impl MethodId {
 
     /// The include target sspr-fleet uses for this method: `isRegistrationRequired: false`,
     /// plus `authenticationMode: "any"` for Microsoft Authenticator (graph-facts §1, "Guide
-    /// mapping" [I]).
+    /// mapping" \[I\]).
     pub fn default_target(self, target_type: TargetType, id: impl Into<String>) -> MethodTarget {
         let target = MethodTarget::new(target_type, id).registration_required(false);
         match self {
@@ -465,7 +465,7 @@ impl MethodConfigPatch {
     /// The JSON body.
     pub fn to_json(&self) -> Value {
         let mut body = self.properties.clone();
-        
+        body.insert("@odata.type".into(), Value::from(self.method.odata_type()));
         body.insert("id".into(), Value::from(self.method.as_path_segment()));
         if let Some(state) = self.state {
             body.insert("state".into(), json!(state));
