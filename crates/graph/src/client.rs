@@ -328,6 +328,12 @@ impl GraphClient {
                 }
                 Attempt::Retry { error, wait, block_tenant } => (error, wait, block_tenant),
             };
+            if block_tenant {
+                // The whole tenant waits, whether or not this call retries: a Retry-After binds
+                // the tenant's next call too. Its next call (this retry included) passes the
+                // gate only after the wait.
+                self.inner.limits.block(&tenant.id, Instant::now() + wait);
+            }
             let out_of_budget =
                 attempt >= cfg.retry.max_attempts || started.elapsed() + wait > cfg.retry.budget;
             if out_of_budget {
@@ -337,11 +343,7 @@ impl GraphClient {
                 return Err(error);
             }
             tracing::debug!(tenant = %tenant.id, endpoint = call.endpoint, attempt, wait_ms = wait.as_millis() as u64, reason = %error.reason(), "retrying");
-            if block_tenant {
-                // The whole tenant waits; its next call (this retry included) passes the gate
-                // only after the wait.
-                self.inner.limits.block(&tenant.id, Instant::now() + wait);
-            } else {
+            if !block_tenant {
                 tokio::time::sleep(wait).await;
             }
         }

@@ -313,3 +313,25 @@ async fn typed_calls_read_and_write_the_sspr_surface() {
     assert_eq!(summary.total_user_count, 30);
     assert!(e.client.groups_named(&t, "no such group").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_call_that_gives_up_still_leaves_the_tenant_waiting_for_retry_after() {
+    // Found by the fleet benchmark: a call out of retries returned without holding the tenant,
+    // so the tenant's next call arrived before the Retry-After had passed.
+    let e = env(1.0, |c| c.retry.max_attempts = 1).await;
+    e.sim
+        .set_faults(
+            A,
+            Faults {
+                script: [ScriptedFault { status: 429, retry_after: Some(1) }].into_iter().collect(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let t = tenant(A);
+    let err = e.client.organization(&t).await.unwrap_err();
+    assert_eq!(err.status(), Some(429));
+    assert!(e.client.blocked_until(A).is_some(), "the tenant is held until its Retry-After");
+    e.client.organization(&t).await.unwrap();
+    assert_eq!(e.sim.stats(A).unwrap().early_requests, 0);
+}
