@@ -35,6 +35,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "log_format",
     "api",
     "database",
+    "graph",
 ];
 
 /// All settings of the daemon.
@@ -66,6 +67,24 @@ pub struct Settings {
     pub api: ApiSection,
     /// Database pool settings.
     pub database: DatabaseSection,
+    /// Graph client settings.
+    pub graph: GraphSection,
+}
+
+/// `[graph]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphSection {
+    /// Token scope.
+    pub scope: String,
+    /// Global concurrency cap.
+    pub max_concurrency: usize,
+    /// Per-tenant concurrency cap.
+    pub per_tenant_concurrency: usize,
+    /// Share of the documented limits to use.
+    pub rate_share: f64,
+    /// Request timeout, in seconds.
+    pub request_timeout_secs: u64,
 }
 
 /// How logs are written.
@@ -229,10 +248,37 @@ impl Settings {
         if self.api.max_body_bytes < 1024 {
             return Err(SettingsError::new("api.max_body_bytes", "must be at least 1024"));
         }
+        if !(self.graph.rate_share > 0.0 && self.graph.rate_share <= 1.0) {
+            return Err(SettingsError::new(
+                "graph.rate_share",
+                "must be more than 0 and at most 1",
+            ));
+        }
+        if self.graph.max_concurrency == 0 || self.graph.per_tenant_concurrency == 0 {
+            return Err(SettingsError::new(
+                "graph.max_concurrency",
+                "concurrency limits must be at least 1",
+            ));
+        }
+        if !self.graph.scope.ends_with("/.default") {
+            return Err(SettingsError::new("graph.scope", "expected <graph resource>/.default"));
+        }
         if self.database.max_connections == 0 {
             return Err(SettingsError::new("database.max_connections", "must be at least 1"));
         }
         Ok(())
+    }
+
+    /// The Graph client's configuration: base URLs and limits from these settings, everything
+    /// else at the client's defaults.
+    pub fn graph_config(&self) -> sspr_graph::GraphConfig {
+        let mut cfg = sspr_graph::GraphConfig::new(&self.graph_url, &self.login_url);
+        cfg.scope = self.graph.scope.clone();
+        cfg.max_concurrency = self.graph.max_concurrency;
+        cfg.per_tenant_concurrency = self.graph.per_tenant_concurrency;
+        cfg.rate_share = self.graph.rate_share;
+        cfg.request_timeout = Duration::from_secs(self.graph.request_timeout_secs.max(1));
+        cfg
     }
 
     /// Pool settings for the store.
@@ -366,6 +412,28 @@ mod tests {
             sspr_store::Backend::from_url(s.database_url.expose_secret()).unwrap(),
             sspr_store::Backend::Postgres
         );
+    }
+
+    #[test]
+    fn the_graph_client_takes_its_urls_and_limits_from_settings() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("SSPR_FLEET_GRAPH_URL", "https://graph.microsoft.us/"),
+                ("SSPR_FLEET_LOGIN_URL", "https://login.microsoftonline.us"),
+                ("SSPR_FLEET_GRAPH__SCOPE", "https://graph.microsoft.us/.default"),
+                ("SSPR_FLEET_GRAPH__MAX_CONCURRENCY", "16"),
+            ]),
+        )
+        .unwrap();
+        let cfg = s.graph_config();
+        assert_eq!(cfg.graph_url, "https://graph.microsoft.us");
+        assert_eq!(cfg.login_url, "https://login.microsoftonline.us");
+        assert_eq!(cfg.scope, "https://graph.microsoft.us/.default");
+        assert_eq!(cfg.max_concurrency, 16);
+        let err =
+            Settings::load_from(None, env(&[("SSPR_FLEET_GRAPH__RATE_SHARE", "1.5")])).unwrap_err();
+        assert_eq!(err.env, "SSPR_FLEET_GRAPH__RATE_SHARE");
     }
 
     #[test]
