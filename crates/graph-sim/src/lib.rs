@@ -145,8 +145,9 @@ impl GraphSim {
     /// Builds a simulator from a scenario.
     pub fn from_scenario(scenario: &Scenario) -> Result<Self, ScenarioError> {
         let settings = scenario.settings.clone();
-        let clock = SimClock::new(scenario.start_time(), settings.time_speed);
-        let (tenants, apps) = scenario.build()?;
+        let start = scenario.start_time();
+        let clock = SimClock::new(start, settings.time_speed);
+        let (tenants, apps) = scenario.build_at(start)?;
         let mut index = HashMap::new();
         for (i, t) in tenants.iter().enumerate() {
             index.insert(t.id.to_ascii_lowercase(), i);

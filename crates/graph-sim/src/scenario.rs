@@ -71,7 +71,8 @@ pub struct Scenario {
     /// Seed of every random choice; the same scenario and seed give the same fleet.
     #[serde(default)]
     pub seed: u64,
-    /// Simulated time at start (default 2026-01-05T09:00:00Z).
+    /// Simulated time at start (default: the wall clock when the simulator starts, so that
+    /// clients signing assertions with their own clock are in step with it).
     #[serde(default)]
     pub start: Option<DateTime<Utc>>,
     /// Simulator settings.
@@ -334,7 +335,9 @@ impl Scenario {
     }
 
     pub(crate) fn start_time(&self) -> DateTime<Utc> {
-        self.start.unwrap_or_else(|| DateTime::from_timestamp(1_767_603_600, 0).unwrap_or_default())
+        self.start.unwrap_or_else(|| {
+            DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_default()
+        })
     }
 
     fn all_specs(&self) -> Vec<TenantSpec> {
@@ -357,6 +360,14 @@ impl Scenario {
     }
 
     pub(crate) fn build(&self) -> Result<(Vec<Tenant>, Vec<App>), ScenarioError> {
+        self.build_at(self.start_time())
+    }
+
+    pub(crate) fn build_at(
+        &self,
+        start: DateTime<Utc>,
+    ) -> Result<(Vec<Tenant>, Vec<App>), ScenarioError> {
+        let start = start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let apps: Vec<App> = if self.apps.is_empty() {
             vec![App {
                 client_id: DEFAULT_CLIENT_ID.into(),
@@ -380,7 +391,7 @@ impl Scenario {
         let mut tenants = Vec::new();
         let mut seen = BTreeSet::new();
         for (i, spec) in self.all_specs().iter().enumerate() {
-            let t = build_tenant(self.seed, i as u32, spec, &apps)?;
+            let t = build_tenant(self.seed, i as u32, spec, &apps, &start)?;
             for key in std::iter::once(&t.id).chain(&t.domains) {
                 if !seen.insert(key.to_ascii_lowercase()) {
                     return Err(ScenarioError::Invalid(format!(
@@ -450,6 +461,7 @@ fn build_tenant(
     i: u32,
     spec: &TenantSpec,
     apps: &[App],
+    start: &str,
 ) -> Result<Tenant, ScenarioError> {
     if spec.admins + spec.guests > spec.users {
         return Err(ScenarioError::Invalid(format!("tenant {i}: admins and guests exceed users")));
@@ -530,7 +542,6 @@ fn build_tenant(
             .filter_map(|p| Sku::by_part_number(p, n.max(1)))
             .collect(),
     };
-    let start = "2026-01-05T09:00:00Z";
     let mut t = Tenant {
         id: id.clone(),
         display_name: name,

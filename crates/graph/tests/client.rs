@@ -335,3 +335,37 @@ async fn a_call_that_gives_up_still_leaves_the_tenant_waiting_for_retry_after() 
     e.client.organization(&t).await.unwrap();
     assert_eq!(e.sim.stats(A).unwrap().early_requests, 0);
 }
+
+#[tokio::test]
+async fn certificate_credentials_sign_an_assertion_the_token_endpoint_accepts() {
+    use base64::Engine;
+    let public = include_str!("../../graph-sim/tests/data/test-app-key.pub.pem");
+    let private = include_str!("../../graph-sim/tests/data/test-app-key.pem");
+    let thumbprint = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([9u8; 32]);
+    let text = format!(
+        "seed = 1\n[settings]\ntime_speed = 1.0\n[[apps]]\nclient_id = \"{DEFAULT_CLIENT_ID}\"\n[[apps.certificates]]\nx5t_s256 = \"{thumbprint}\"\npublic_key_pem = '''\n{public}'''\n[[tenants]]\nid = \"{A}\"\nname = \"Alpha\"\nusers = 5\n"
+    );
+    let sim = GraphSim::from_scenario(&Scenario::parse(&text).unwrap()).unwrap();
+    let running = sim.serve(std::net::TcpListener::bind("127.0.0.1:0").unwrap()).unwrap();
+    let client =
+        GraphClient::new(GraphConfig::new(running.base_url(), running.base_url())).unwrap();
+    let cert = |thumb: &str| Tenant {
+        id: "alpha.onmicrosoft.com".into(),
+        credential: Arc::new(Credential::Certificate {
+            client_id: DEFAULT_CLIENT_ID.into(),
+            thumbprint_s256: thumb.to_owned(),
+            private_key_pem: SecretString::from(private),
+        }),
+        size: SizeClass::Small,
+    };
+    assert_eq!(client.organization(&cert(&thumbprint)).await.unwrap().id, A);
+    // A fresh client (the first one holds a valid token for this tenant and app).
+    let fresh = GraphClient::new(GraphConfig::new(running.base_url(), running.base_url())).unwrap();
+    let err = fresh.organization(&cert("not-the-registered-thumbprint")).await.unwrap_err();
+    assert_eq!(err.code(), Some("invalid_client"), "{err}");
+    assert!(format!("{:?}", cert(&thumbprint).credential).contains("thumbprint"));
+    assert!(
+        !format!("{:?}", cert(&thumbprint).credential).contains("PRIVATE KEY"),
+        "Debug never shows the key"
+    );
+}
