@@ -359,6 +359,7 @@ impl Scenario {
             .collect()
     }
 
+    #[cfg(test)]
     pub(crate) fn build(&self) -> Result<(Vec<Tenant>, Vec<App>), ScenarioError> {
         self.build_at(self.start_time())
     }
