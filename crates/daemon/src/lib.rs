@@ -139,31 +139,27 @@ impl Application {
     }
 }
 
-/// Cancels `token` on the first SIGINT or SIGTERM.
-pub fn cancel_on_signal(token: CancellationToken) {
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(term) => term,
-                    Err(err) => {
-                        tracing::error!(%err, "cannot listen for SIGTERM");
-                        let _ = ctrl_c.await;
-                        token.cancel();
-                        return;
-                    }
-                };
+/// Cancels `token` on the first SIGINT or SIGTERM. The handlers are installed before this
+/// returns, so a signal that arrives right after start-up is not lost (nor does it kill the
+/// process with the default action).
+pub fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tokio::spawn(async move {
             tokio::select! {
-                _ = ctrl_c => tracing::info!("SIGINT received"),
+                _ = interrupt.recv() => tracing::info!("SIGINT received"),
                 _ = term.recv() => tracing::info!("SIGTERM received"),
             }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = ctrl_c.await;
-        }
+            token.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
         token.cancel();
     });
+    Ok(())
 }

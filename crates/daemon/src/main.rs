@@ -133,9 +133,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&settings.log, settings.log_format)?;
     match command {
         Command::Serve => {
-            let app = Application::build(&settings).await?;
             let shutdown = CancellationToken::new();
-            cancel_on_signal(shutdown.clone());
+            cancel_on_signal(shutdown.clone()).context("cannot listen for signals")?;
+            let app = Application::build(&settings).await?;
             app.run_until_stopped(shutdown).await
         }
         Command::Migrate => {
@@ -205,6 +205,8 @@ fn run_graph_sim(
     };
     let result = runtime.block_on(async move {
         let _telemetry = telemetry::init("info", sspr_fleet::settings::LogFormat::Text)?;
+        let shutdown = CancellationToken::new();
+        cancel_on_signal(shutdown.clone())?;
         let listener = std::net::TcpListener::bind(listen)
             .with_context(|| format!("cannot listen on {listen}"))?;
         let running = sim.serve(listener)?;
@@ -215,8 +217,6 @@ fn run_graph_sim(
             "Graph simulator serving: set SSPR_FLEET_GRAPH_URL and SSPR_FLEET_LOGIN_URL to {}",
             running.base_url()
         );
-        let shutdown = CancellationToken::new();
-        cancel_on_signal(shutdown.clone());
         shutdown.cancelled().await;
         running.stop().await;
         anyhow::Ok(())

@@ -170,7 +170,8 @@ async fn serve_starts_on_a_fresh_sqlite_file_and_stops_cleanly_on_sigterm() {
 
     // The second start finds the same master key instead of generating another.
     let (mut child, log) = start_serve(dir.path(), port);
-    assert!(log.join("").contains("master key loaded from the data directory"));
+    let log = log.join("");
+    assert!(log.contains("master key loaded from the data directory"), "{log}");
     assert!(terminate(&mut child).success());
 }
 
