@@ -140,7 +140,16 @@ impl std::fmt::Debug for GraphClient {
 
 enum Attempt {
     Done(Reply),
-    Retry { error: GraphError, wait: Duration, block_tenant: bool },
+    Retry {
+        error: GraphError,
+        wait: Duration,
+        block_tenant: bool,
+    },
+    /// A new object is not visible yet: retried while it is within the replication window.
+    Replicating {
+        error: GraphError,
+        wait: Duration,
+    },
     Fail(GraphError),
 }
 
@@ -287,15 +296,17 @@ impl GraphClient {
         }
     }
 
-    /// Full-jitter exponential backoff for attempt `n` (1-based).
+    /// Exponential backoff with "equal jitter" for attempt `n` (1-based): half the ceiling
+    /// plus a random share of the other half, so retries spread out but never collapse to
+    /// nothing (with full jitter a run of tiny waits can use up every attempt).
     fn backoff(&self, n: u32) -> Duration {
         let r = &self.inner.cfg.retry;
         let ceiling = r
             .base_delay
             .saturating_mul(2u32.saturating_pow(n.saturating_sub(1).min(16)))
             .min(r.max_delay);
-        let ms = rand::rng().random_range(0..=ceiling.as_millis().max(1) as u64);
-        Duration::from_millis(ms.max(r.base_delay.as_millis() as u64 / 4))
+        let half = (ceiling.as_millis() as u64 / 2).max(1);
+        Duration::from_millis(half + rand::rng().random_range(0..=half))
     }
 
     /// Sends a call with pacing, retries and the circuit breaker; returns the 2xx answer.
@@ -313,7 +324,7 @@ impl GraphClient {
                 });
             }
             let outcome = self.attempt(tenant, &call, attempt).await;
-            let (error, wait, block_tenant) = match outcome {
+            let (error, wait, block_tenant, replicating) = match outcome {
                 Attempt::Done(reply) => {
                     self.inner.breakers.success(&tenant.id);
                     return Ok(reply);
@@ -326,7 +337,8 @@ impl GraphClient {
                     }
                     return Err(error);
                 }
-                Attempt::Retry { error, wait, block_tenant } => (error, wait, block_tenant),
+                Attempt::Retry { error, wait, block_tenant } => (error, wait, block_tenant, false),
+                Attempt::Replicating { error, wait } => (error, wait, false, true),
             };
             if block_tenant {
                 // The whole tenant waits, whether or not this call retries: a Retry-After binds
@@ -334,8 +346,10 @@ impl GraphClient {
                 // gate only after the wait.
                 self.inner.limits.block(&tenant.id, Instant::now() + wait);
             }
-            let out_of_budget =
-                attempt >= cfg.retry.max_attempts || started.elapsed() + wait > cfg.retry.budget;
+            // Replication delay is retried for as long as the object is new (the replication
+            // window); other failures for a number of attempts; both within the time budget.
+            let out_of_attempts = !replicating && attempt >= cfg.retry.max_attempts;
+            let out_of_budget = out_of_attempts || started.elapsed() + wait > cfg.retry.budget;
             if out_of_budget {
                 if error.is_transient() {
                     self.inner.breakers.failure(&tenant.id, &error.reason(), &cfg.breaker);
@@ -472,7 +486,7 @@ impl GraphClient {
                 block_tenant: true,
             },
             400 | 404 if self.recently_created(&call.refs) => {
-                Attempt::Retry { error, wait: self.backoff(attempt), block_tenant: false }
+                Attempt::Replicating { error, wait: self.backoff(attempt.min(4)) }
             }
             _ => Attempt::Fail(error),
         }
