@@ -1,0 +1,9 @@
+//! The tenant registry of sspr-fleet: onboarding customer tenants, the vault that keeps their
+//! credentials encrypted, connectivity checks and discovery.
+//!
+//! This crate must not depend on actix-web; the HTTP surface lives in `crates/api`. So far it
+//! holds the credential vault; onboarding and verification arrive with the rest of issue 4.
+
+pub mod vault;
+
+pub use vault::{Aad, MasterKeyMaterial, Vault, VaultError};
