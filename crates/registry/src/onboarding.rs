@@ -1,0 +1,351 @@
+//! What an MSP sends to onboard a tenant, checked field by field before anything is stored or
+//! sent to Microsoft, and the stable codes a failed connectivity check is reported with.
+
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use sspr_graph::GraphError;
+
+/// A problem with one field of the input, with a stable code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    /// Path of the field, e.g. `credentials.client_id`.
+    pub field: String,
+    /// Stable code: `required`, `invalid_format`, `too_long`, ...
+    pub code: &'static str,
+    /// For a human; never contains a secret value.
+    pub message: String,
+}
+
+impl FieldProblem {
+    fn new(field: &str, code: &'static str, message: impl Into<String>) -> Self {
+        Self { field: field.to_owned(), code, message: message.into() }
+    }
+}
+
+/// How a tenant is named: its Entra tenant id, or one of its verified domains (resolved to the
+/// id at verification).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntraTenantRef {
+    /// The directory (tenant) id, lowercase.
+    Id(String),
+    /// A domain such as `contoso.onmicrosoft.com`, lowercase.
+    Domain(String),
+}
+
+fn is_guid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn is_domain(s: &str) -> bool {
+    let labels: Vec<&str> = s.split('.').collect();
+    s.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && labels.last().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_alphabetic()))
+}
+
+impl EntraTenantRef {
+    /// Parses a tenant id or a domain.
+    pub fn parse(field: &str, text: &str) -> Result<Self, FieldProblem> {
+        let t = text.trim().to_ascii_lowercase();
+        if t.is_empty() {
+            Err(FieldProblem::new(
+                field,
+                "required",
+                "an Entra tenant id (GUID) or verified domain is required",
+            ))
+        } else if is_guid(&t) {
+            Ok(Self::Id(t))
+        } else if is_domain(&t) {
+            Ok(Self::Domain(t))
+        } else {
+            Err(FieldProblem::new(
+                field,
+                "invalid_format",
+                "expected a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47 or a domain such as contoso.onmicrosoft.com",
+            ))
+        }
+    }
+
+    /// The value to put in the token endpoint's URL.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Id(s) | Self::Domain(s) => s,
+        }
+    }
+}
+
+/// The base64url SHA-256 of a certificate's DER bytes (the `x5t#S256` of client assertions),
+/// from its PEM.
+pub fn certificate_thumbprint_s256(pem: &str) -> Result<String, String> {
+    let der = pem_body(pem, &["CERTIFICATE"])?;
+    Ok(URL_SAFE_NO_PAD.encode(Sha256::digest(&der)))
+}
+
+/// The bytes of the first PEM block with one of `labels`.
+fn pem_body(pem: &str, labels: &[&str]) -> Result<Vec<u8>, String> {
+    let start = labels
+        .iter()
+        .find_map(|l| pem.find(&format!("-----BEGIN {l}-----")).map(|i| (i, *l)))
+        .ok_or_else(|| format!("expected a PEM block -----BEGIN {}-----", labels[0]))?;
+    let (i, label) = start;
+    let header = format!("-----BEGIN {label}-----");
+    let footer = format!("-----END {label}-----");
+    let rest = &pem[i + header.len()..];
+    let end = rest.find(&footer).ok_or_else(|| format!("the PEM block has no {footer} line"))?;
+    let body: String = rest[..end].chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes = STANDARD.decode(body).map_err(|_| "the PEM body is not base64".to_owned())?;
+    if bytes.len() < 64 {
+        return Err("the PEM body is too short to be a key or certificate".into());
+    }
+    Ok(bytes)
+}
+
+/// Credentials as submitted (before they are sealed in the vault).
+#[derive(Clone, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CredentialInput {
+    /// An app registration's client secret.
+    ClientSecret {
+        /// Application (client) id.
+        client_id: String,
+        /// The secret value.
+        client_secret: SecretString,
+    },
+    /// A certificate and its private key (client assertion, RS256, `x5t#S256`).
+    Certificate {
+        /// Application (client) id.
+        client_id: String,
+        /// The certificate, PEM.
+        certificate_pem: String,
+        /// Its RSA private key, PEM.
+        private_key_pem: SecretString,
+    },
+    /// A delegated refresh token for the opt-in, unsupported portal adapter.
+    DelegatedRefreshToken {
+        /// The client id the refresh token was issued to.
+        client_id: String,
+        /// The refresh token.
+        refresh_token: SecretString,
+    },
+}
+
+impl std::fmt::Debug for CredentialInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, client_id) = match self {
+            Self::ClientSecret { client_id, .. } => ("client_secret", client_id),
+            Self::Certificate { client_id, .. } => ("certificate", client_id),
+            Self::DelegatedRefreshToken { client_id, .. } => ("delegated_refresh_token", client_id),
+        };
+        f.debug_struct("CredentialInput")
+            .field("kind", &kind)
+            .field("client_id", client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CredentialInput {
+    /// Every problem with the credentials, field by field (`prefix` is the path of the object).
+    pub fn problems(&self, prefix: &str) -> Vec<FieldProblem> {
+        let field = |name: &str| format!("{prefix}.{name}");
+        let mut problems = Vec::new();
+        let client_id = match self {
+            Self::ClientSecret { client_id, .. }
+            | Self::Certificate { client_id, .. }
+            | Self::DelegatedRefreshToken { client_id, .. } => client_id,
+        };
+        if !is_guid(&client_id.trim().to_ascii_lowercase()) {
+            problems.push(FieldProblem::new(
+                &field("client_id"),
+                "invalid_format",
+                "the application (client) id must be a GUID",
+            ));
+        }
+        let secret_ok = |s: &SecretString, name: &str, problems: &mut Vec<FieldProblem>| {
+            let v = s.expose_secret();
+            if v.trim().is_empty() {
+                problems.push(FieldProblem::new(
+                    &field(name),
+                    "required",
+                    format!("{name} must not be empty"),
+                ));
+            } else if v.len() > 16 * 1024 {
+                problems.push(FieldProblem::new(
+                    &field(name),
+                    "too_long",
+                    format!("{name} is longer than 16 KiB"),
+                ));
+            }
+        };
+        match self {
+            Self::ClientSecret { client_secret, .. } => {
+                secret_ok(client_secret, "client_secret", &mut problems)
+            }
+            Self::DelegatedRefreshToken { refresh_token, .. } => {
+                secret_ok(refresh_token, "refresh_token", &mut problems)
+            }
+            Self::Certificate { certificate_pem, private_key_pem, .. } => {
+                if let Err(e) = certificate_thumbprint_s256(certificate_pem) {
+                    problems.push(FieldProblem::new(
+                        &field("certificate_pem"),
+                        "invalid_format",
+                        e,
+                    ));
+                }
+                let key = private_key_pem.expose_secret();
+                let parsed = pem_body(key, &["PRIVATE KEY", "RSA PRIVATE KEY"]).and_then(|_| {
+                    jsonwebtoken::EncodingKey::from_rsa_pem(key.as_bytes())
+                        .map(|_| ())
+                        .map_err(|_| String::new())
+                });
+                if parsed.is_err() {
+                    // The message never repeats any of the key.
+                    problems.push(FieldProblem::new(
+                        &field("private_key_pem"),
+                        "invalid_format",
+                        "expected an RSA private key in PEM (PKCS#1 or PKCS#8)",
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// The stable code of a failed connectivity check, from the identity platform's or Graph's
+/// answer.
+pub fn failure_code(error: &GraphError) -> &'static str {
+    match error {
+        GraphError::Token { codes, error, .. } => {
+            let has = |c: u64| codes.contains(&c);
+            if has(90002) {
+                "tenant_not_found"
+            } else if has(700016) || has(7000229) || has(65001) {
+                "consent_missing"
+            } else if has(7000222) {
+                "credentials_expired"
+            } else if has(7000215) || has(700027) || has(7000218) || error == "invalid_client" {
+                "credentials_invalid"
+            } else {
+                "token_refused"
+            }
+        }
+        GraphError::Graph { status: 403, code, .. } if code == "Authorization_RequestDenied" => {
+            "permission_missing"
+        }
+        GraphError::Graph { status: 401, .. } => "consent_missing",
+        GraphError::CircuitOpen { .. } => "tenant_set_aside",
+        e if e.is_transient() => "graph_unavailable",
+        _ => "graph_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_refs_accept_guids_and_domains_only() {
+        assert_eq!(
+            EntraTenantRef::parse("tenant", " 72F988BF-86F1-41AF-91AB-2D7CD011DB47 ").unwrap(),
+            EntraTenantRef::Id("72f988bf-86f1-41af-91ab-2d7cd011db47".into())
+        );
+        assert_eq!(
+            EntraTenantRef::parse("tenant", "Contoso.onmicrosoft.com").unwrap(),
+            EntraTenantRef::Domain("contoso.onmicrosoft.com".into())
+        );
+        for bad in [
+            "",
+            "contoso",
+            "72f988bf-86f1-41af-91ab",
+            "con toso.com",
+            "-x.com",
+            "x.123",
+            "a..b.com",
+        ] {
+            let p = EntraTenantRef::parse("tenant", bad).unwrap_err();
+            assert_eq!(p.field, "tenant", "{bad:?}");
+        }
+    }
+
+    fn input(json: serde_json::Value) -> Result<CredentialInput, serde_json::Error> {
+        serde_json::from_value(json)
+    }
+
+    #[test]
+    fn credential_kinds_parse_and_unknown_kinds_or_fields_are_refused() {
+        let ok = input(serde_json::json!({"kind": "client_secret", "client_id": "11111111-2222-3333-4444-555555555555", "client_secret": "s3cret!"})).unwrap();
+        assert!(ok.problems("credentials").is_empty());
+        assert!(!format!("{ok:?}").contains("s3cret"));
+        assert!(input(serde_json::json!({"kind": "password", "client_id": "x"})).is_err());
+        assert!(input(serde_json::json!({"kind": "client_secret", "client_id": "x", "client_secret": "y", "extra": 1})).is_err());
+    }
+
+    #[test]
+    fn every_invalid_field_is_named() {
+        let bad = input(serde_json::json!({"kind": "client_secret", "client_id": "not-a-guid", "client_secret": "  "})).unwrap();
+        let problems = bad.problems("credentials");
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, vec!["credentials.client_id", "credentials.client_secret"]);
+        let cert = input(serde_json::json!({"kind": "certificate", "client_id": "11111111-2222-3333-4444-555555555555",
+            "certificate_pem": "not pem", "private_key_pem": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"})).unwrap();
+        let problems = cert.problems("credentials");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.iter().all(|p| p.code == "invalid_format"));
+        assert!(problems.iter().all(|p| !p.message.contains("AAAA")));
+    }
+
+    #[test]
+    fn a_real_key_and_certificate_pass_and_the_thumbprint_is_sha256_of_the_der() {
+        let key = include_str!("../../graph-sim/tests/data/test-app-key.pem");
+        // Any DER will do for the thumbprint rule; use the public key's as a stand-in body.
+        let der_pem = include_str!("../../graph-sim/tests/data/test-app-key.pub.pem")
+            .replace("PUBLIC KEY", "CERTIFICATE");
+        let cert = input(serde_json::json!({"kind": "certificate", "client_id": "11111111-2222-3333-4444-555555555555",
+            "certificate_pem": der_pem, "private_key_pem": key})).unwrap();
+        assert!(cert.problems("credentials").is_empty());
+        let der = pem_body(&der_pem, &["CERTIFICATE"]).unwrap();
+        assert_eq!(
+            certificate_thumbprint_s256(&der_pem).unwrap(),
+            URL_SAFE_NO_PAD.encode(Sha256::digest(&der))
+        );
+    }
+
+    #[test]
+    fn token_failures_map_to_stable_codes() {
+        let token = |codes: Vec<u64>| GraphError::Token {
+            status: 400,
+            error: "x".into(),
+            codes,
+            description: String::new(),
+        };
+        assert_eq!(failure_code(&token(vec![700016])), "consent_missing");
+        assert_eq!(failure_code(&token(vec![7000215])), "credentials_invalid");
+        assert_eq!(failure_code(&token(vec![7000222])), "credentials_expired");
+        assert_eq!(failure_code(&token(vec![90002])), "tenant_not_found");
+        let denied = GraphError::Graph {
+            status: 403,
+            code: "Authorization_RequestDenied".into(),
+            message: String::new(),
+            request_id: None,
+            client_request_id: String::new(),
+            retry_after: None,
+        };
+        assert_eq!(failure_code(&denied), "permission_missing");
+    }
+}
