@@ -173,3 +173,10 @@ async fn docs_serve_html() {
     assert!(content_type.starts_with("text/html"), "content-type {content_type:?}");
     assert!(response.text().to_ascii_lowercase().contains("<html"), "{}", response.text());
 }
+
+#[tokio::test]
+async fn docs_without_the_slash_redirects_to_the_docs() {
+    let app = spawn_app().await;
+    let response = app.client().get_raw("/docs").await.expect_status(308);
+    assert_eq!(response.header("location").as_deref(), Some("/docs/"));
+}

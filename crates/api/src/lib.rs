@@ -99,12 +99,23 @@ pub fn app(
     let (app, doc) =
         routes(App::new().into_utoipa_app().openapi(openapi::base())).split_for_parts();
     let doc = openapi::finish(doc);
-    let table = fallback::RouteTable::from_openapi(&doc).with_route("/openapi.json", &["GET"]);
+    let table = fallback::RouteTable::from_openapi(&doc)
+        .with_route("/openapi.json", &["GET"])
+        .with_route("/docs", &["GET"]);
     app.app_data(web::Data::new(state))
         .app_data(web::Data::new(table))
         .app_data(web::PayloadConfig::new(max_body))
         .app_data(web::JsonConfig::default().limit(max_body))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc))
+        // The interactive docs live at `/docs/`; people type `/docs`.
+        .route(
+            "/docs",
+            web::get().to(|| async {
+                actix_web::HttpResponse::PermanentRedirect()
+                    .insert_header(("location", "/docs/"))
+                    .finish()
+            }),
+        )
         .default_service(web::to(fallback::not_matched))
         .wrap(from_fn(middleware::request_context))
         // Outermost, so it also sees the errors `request_context` turned into responses.
