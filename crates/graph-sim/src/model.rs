@@ -531,7 +531,7 @@ impl Tenant {
         resets
     }
 
-    /// A summary of the tenant for the control API.
+    /// The tenant's groups with their member counts, for the control API.
     pub(crate) fn groups_json(&self) -> BTreeMap<String, Value> {
         self.groups
             .iter()

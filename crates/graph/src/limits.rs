@@ -156,16 +156,9 @@ impl Limits {
     }
 }
 
-/// Acquires a permit of a semaphore the client owns and never closes, so it cannot fail; if it
-/// ever did, waiting for a fresh permit of a new semaphore keeps the caller going unpaced
-/// rather than panicking.
+/// Acquires a permit of a semaphore the client owns. Those semaphores are never closed, so
+/// acquiring can only fail through a bug in this module.
 async fn acquire(sem: Arc<Semaphore>) -> OwnedSemaphorePermit {
-    match sem.acquire_owned().await {
-        Ok(permit) => permit,
-        Err(_) => loop {
-            if let Ok(permit) = Arc::new(Semaphore::new(1)).acquire_owned().await {
-                break permit;
-            }
-        },
-    }
+    #[allow(clippy::expect_used)]
+    sem.acquire_owned().await.expect("the client never closes its semaphores")
 }

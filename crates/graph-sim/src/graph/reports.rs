@@ -119,13 +119,24 @@ fn in_summary(t: &Tenant, i: u32, types: &str, roles: &str) -> bool {
     type_ok && role_ok
 }
 
-pub(super) fn by_feature(world: &mut World, ctx: &Ctx<'_>, segment: &str) -> HResult {
+/// What both summary functions share: permission, licence, arguments, and the users counted.
+fn summary_users<'w>(
+    world: &'w World,
+    ctx: &Ctx<'_>,
+    segment: &str,
+) -> Result<(&'w Tenant, String, String, Vec<u32>), SimResponse> {
     ctx.require(perms::REPORTS)?;
     let t = &world.tenants[ctx.tenant];
     premium_required(t)?;
     let (types, roles) = summary_args(segment)?;
+    let users = (0..t.users.len() as u32).filter(|&i| in_summary(t, i, &types, &roles)).collect();
+    Ok((t, types, roles, users))
+}
+
+pub(super) fn by_feature(world: &mut World, ctx: &Ctx<'_>, segment: &str) -> HResult {
+    let (t, types, roles, users) = summary_users(world, ctx, segment)?;
     let now_secs = ctx.now_secs();
-    let mut total = 0;
+    let total = users.len();
     let mut counts = [0u64; 5];
     let features =
         ["ssprRegistered", "ssprEnabled", "ssprCapable", "passwordlessCapable", "mfaCapable"];
@@ -136,11 +147,7 @@ pub(super) fn by_feature(world: &mut World, ctx: &Ctx<'_>, segment: &str) -> HRe
         "isPasswordlessCapable",
         "isMfaCapable",
     ];
-    for i in 0..t.users.len() as u32 {
-        if !in_summary(t, i, &types, &roles) {
-            continue;
-        }
-        total += 1;
+    for i in users {
         let d = t.registration_details(i, now_secs, "");
         for (c, k) in counts.iter_mut().zip(keys) {
             if d[k] == Value::Bool(true) {
@@ -164,21 +171,14 @@ pub(super) fn by_feature(world: &mut World, ctx: &Ctx<'_>, segment: &str) -> HRe
 }
 
 pub(super) fn by_method(world: &mut World, ctx: &Ctx<'_>, segment: &str) -> HResult {
-    ctx.require(perms::REPORTS)?;
-    let t = &world.tenants[ctx.tenant];
-    premium_required(t)?;
-    let (types, roles) = summary_args(segment)?;
+    let (t, types, roles, users) = summary_users(world, ctx, segment)?;
     let now_secs = ctx.now_secs();
-    let mut total = 0;
+    let total = users.len();
     let mut counts = std::collections::BTreeMap::<&str, u64>::new();
     for (_, name) in crate::model::method::NAMES {
         counts.insert(name, 0);
     }
-    for i in 0..t.users.len() as u32 {
-        if !in_summary(t, i, &types, &roles) {
-            continue;
-        }
-        total += 1;
+    for i in users {
         let methods = t.methods_at(i, now_secs);
         for (bit, name) in crate::model::method::NAMES {
             if methods & bit != 0 {
