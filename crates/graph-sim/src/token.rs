@@ -155,10 +155,14 @@ impl GraphSim {
                 &now,
             );
         }
-        let mut bytes = [0u8; 24];
-        rand::rng().fill_bytes(&mut bytes);
-        let access_token = format!("simtok.{}", hex::encode(bytes));
         let lifetime = self.inner.settings.token_lifetime_secs;
+        let access_token = jwt_shaped_token(
+            &world.tenants[ti].id,
+            &client_id,
+            &grant.roles,
+            clock.now().timestamp(),
+            lifetime,
+        );
         world.tokens.insert(
             access_token.clone(),
             IssuedToken {
@@ -173,6 +177,40 @@ impl GraphSim {
             json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": access_token}),
         )
     }
+}
+
+/// An access token shaped like the identity platform's: a JWT whose payload carries the app-only
+/// claims clients read (`tid`, `appid`, `roles`, `exp`). The simulator finds tokens by value, so
+/// the signature is random bytes rather than a real signature.
+fn jwt_shaped_token(
+    tenant_id: &str,
+    client_id: &str,
+    roles: &BTreeSet<String>,
+    now: i64,
+    lifetime: i64,
+) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let header = json!({"typ": "JWT", "alg": "RS256", "kid": "graph-sim"});
+    let payload = json!({
+        "aud": "https://graph.microsoft.com",
+        "iss": format!("https://sts.windows.net/{tenant_id}/"),
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime,
+        "appid": client_id,
+        "idtyp": "app",
+        "tid": tenant_id,
+        "roles": roles,
+        "ver": "1.0",
+    });
+    let mut signature = [0u8; 32];
+    rand::rng().fill_bytes(&mut signature);
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(payload.to_string()),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
 }
 
 fn not_in_directory(client_id: &str, tenant_id: &str, now: &str) -> SimResponse {

@@ -19,7 +19,7 @@ use crate::{
     breaker::Breakers,
     limits::Limits,
     metrics::Metrics,
-    token::{AccessToken, TokenCache},
+    token::{AccessToken, TokenCache, TokenInfo},
 };
 
 /// A customer tenant as the client needs it.
@@ -220,6 +220,14 @@ impl GraphClient {
                 self.fetch_token(tenant)
             })
             .await
+    }
+
+    /// Requests a new token for `tenant` now, bypassing the cache, to check its credentials;
+    /// returns what the token's claims say (granted permissions, tenant id). Failures are the
+    /// identity platform's answer as [`GraphError::Token`].
+    pub async fn probe_token(&self, tenant: &Tenant) -> Result<TokenInfo, GraphError> {
+        let token = self.fetch_token(tenant).await?;
+        Ok(TokenInfo::from_token(&token.value))
     }
 
     async fn fetch_token(&self, tenant: &Tenant) -> Result<AccessToken, GraphError> {

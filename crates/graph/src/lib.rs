@@ -24,3 +24,4 @@ pub use config::{GraphConfig, RetryPolicy, SizeClass};
 pub use credentials::{Credential, CredentialError};
 pub use error::GraphError;
 pub use metrics::{EndpointStats, LATENCY_BUCKETS_MS, MetricsSnapshot};
+pub use token::TokenInfo;

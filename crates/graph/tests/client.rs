@@ -369,3 +369,23 @@ async fn certificate_credentials_sign_an_assertion_the_token_endpoint_accepts() 
         "Debug never shows the key"
     );
 }
+
+#[tokio::test]
+async fn a_token_probe_reports_the_granted_roles_or_the_refusal() {
+    let e = env(0.0, |_| {}).await;
+    let info = e.client.probe_token(&tenant(A)).await.unwrap();
+    let mut expected: Vec<String> =
+        sspr_graph_sim::scenario::DEFAULT_ROLES.iter().map(|r| (*r).to_owned()).collect();
+    expected.sort();
+    assert_eq!(info.roles, Some(expected));
+    assert_eq!(info.tenant_id.as_deref(), Some(A));
+    assert_eq!(info.app_id.as_deref(), Some(DEFAULT_CLIENT_ID));
+    // A probe always asks the token endpoint, so it checks the credentials as they are now.
+    e.client.probe_token(&tenant(A)).await.unwrap();
+    assert_eq!(e.sim.stats(A).unwrap().token_requests, 2);
+    let refused = e.client.probe_token(&tenant(NO_CONSENT)).await.unwrap_err();
+    assert!(
+        matches!(&refused, GraphError::Token { codes, .. } if codes.contains(&700016)),
+        "{refused:?}"
+    );
+}
