@@ -84,12 +84,13 @@ impl Caller {
         }
     }
 
-    /// Fails with 403 unless the caller reaches `tenant_id`.
+    /// Fails with 404, as if the tenant did not exist, unless the caller reaches `tenant_id`:
+    /// a restricted key must not learn which other tenants exist.
     pub fn require_tenant(&self, tenant_id: &str) -> Result<(), ApiError> {
         if self.access.tenants.reaches(tenant_id) {
             Ok(())
         } else {
-            Err(ApiError::TenantOutOfScope(tenant_id.to_owned()))
+            Err(ApiError::NotFound("tenant"))
         }
     }
 }

@@ -57,9 +57,6 @@ pub enum ApiError {
         /// The least role that would have been allowed.
         required: sspr_domain::Role,
     },
-    /// The key is restricted to other tenants.
-    #[error("the API key does not reach tenant {0}")]
-    TenantOutOfScope(String),
     /// The key may not create a key with more rights than its own.
     #[error("a key cannot grant more than its own role and tenants")]
     GrantExceedsOwn,
@@ -69,6 +66,18 @@ pub enum ApiError {
     /// The object already exists.
     #[error("{0} already exists")]
     Conflict(String),
+    /// The Entra tenant is already registered, under the tenant id given.
+    #[error("this Entra tenant is already registered as {0}")]
+    TenantExists(String),
+    /// The key is restricted to tenants, and the operation would reach beyond them.
+    #[error("a key restricted to tenants cannot onboard or import tenants")]
+    RestrictedKey,
+    /// An import file cannot be read at all.
+    #[error("the import file cannot be read: {0}")]
+    ImportFile(String),
+    /// The body has a content type this endpoint does not accept; it accepts the one named.
+    #[error("expected Content-Type: {0}")]
+    UnsupportedMediaTypeOf(&'static str),
     /// The body or query parsed but is not valid.
     #[error("the request is not valid")]
     Validation(Vec<FieldError>),
@@ -110,10 +119,13 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => "unauthorized",
             ApiError::ForbiddenRole { .. } => "forbidden_role",
-            ApiError::TenantOutOfScope(_) => "tenant_out_of_scope",
             ApiError::GrantExceedsOwn => "grant_exceeds_own",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::TenantExists(_) => "tenant_exists",
+            ApiError::RestrictedKey => "restricted_key",
+            ApiError::ImportFile(_) => "import_file_invalid",
+            ApiError::UnsupportedMediaTypeOf(_) => "unsupported_media_type",
             ApiError::Validation(_) => "validation_failed",
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::BadRequest(_) => "bad_request",
@@ -185,14 +197,18 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ForbiddenRole { .. }
-            | ApiError::TenantOutOfScope(_)
+            | ApiError::RestrictedKey
             | ApiError::GrantExceedsOwn => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::TenantExists(_) => StatusCode::CONFLICT,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::MalformedJson(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MalformedJson(_) | ApiError::BadRequest(_) | ApiError::ImportFile(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedMediaTypeOf(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -33,6 +33,17 @@ fn field_code(message: &str) -> &'static str {
     }
 }
 
+/// `invalid type: string "…", expected …` without the string, which may be a secret sent in the
+/// wrong place.
+pub(crate) fn hide_string_value(message: &str) -> String {
+    match (message.find("string \""), message.rfind("\", expected")) {
+        (Some(start), Some(end)) if end > start => {
+            format!("{}string{}", &message[..start], &message[end + 1..])
+        }
+        _ => message.to_owned(),
+    }
+}
+
 /// Turns a deserialisation failure into the matching [`ApiError`].
 pub(crate) fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = err.path().to_string();
@@ -41,7 +52,9 @@ pub(crate) fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> 
         serde_json::error::Category::Data => {
             // serde appends the position; the field path says more.
             let message = inner.to_string();
-            let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+            let message = message.split(" at line ").next().unwrap_or(&message);
+            // A string in the wrong place may be a secret: never echo it.
+            let message = hide_string_value(message);
             let field = match (path.as_str(), message.strip_prefix("missing field `")) {
                 // A missing field is reported at its parent; name the field itself.
                 (".", Some(rest)) => rest.trim_end_matches('`').to_owned(),
@@ -113,6 +126,14 @@ mod tests {
         assert_eq!((e.field.as_str(), e.code.as_str()), ("name", "required"));
         let e = single_field(parse(r#"{"name": "a", "tags": [], "extra": 1}"#));
         assert_eq!(e.code, "unknown_field");
+    }
+
+    #[test]
+    fn string_values_in_the_wrong_place_are_not_echoed() {
+        let e = single_field(parse(r#"{"name": "a", "tags": "s3cret-value"}"#));
+        assert_eq!(e.code, "invalid_type");
+        assert!(!e.message.contains("s3cret"), "{}", e.message);
+        assert!(e.message.contains("expected"), "{}", e.message);
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub use ops::ProbeStatus;
 pub use v1::{
     api_keys::{ApiKeyList, ApiKeyView, ApiRole, CreateApiKey, CreatedApiKey},
     audit::{AuditEntryView, AuditPage, AuditQuery},
+    tenants::{CredentialView, ImportReport, TenantPage, TenantView, UpdateTenant},
 };
 
 /// Limits and switches of the HTTP layer.
@@ -44,11 +45,13 @@ pub use v1::{
 pub struct ApiSettings {
     /// Largest request body accepted, in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// Largest import file accepted by `POST /v1/tenants:import`, in bytes.
+    pub max_import_bytes: usize,
 }
 
 impl Default for ApiSettings {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024 }
+        Self { max_body_bytes: 1024 * 1024, max_import_bytes: 16 * 1024 * 1024 }
     }
 }
 
@@ -61,6 +64,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// HTTP settings.
     pub settings: ApiSettings,
+    /// The tenant registry.
+    pub registry: sspr_registry::Registry,
 }
 
 /// Registers every documented route. Used both to serve and to generate the OpenAPI document,

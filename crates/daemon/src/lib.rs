@@ -22,6 +22,49 @@ use crate::{
     settings::Settings,
 };
 
+/// The vault for the master key in the settings, with every key kept beside it (a rotation in
+/// progress, keys rotated out) so that each stored secret opens.
+pub fn open_vault(
+    settings: &Settings,
+) -> anyhow::Result<(sspr_registry::Vault, MasterKey, KeySource)> {
+    let (master_key, source) = MasterKey::resolve(
+        settings.master_key.as_ref(),
+        settings.master_key_file.as_deref(),
+        &settings.data_dir,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let previous = match master_key::key_file(&source) {
+        Some(file) => master_key::companions(file).map_err(|e| anyhow::anyhow!(e))?,
+        None => Vec::new(),
+    };
+    let material = |k: &MasterKey| sspr_registry::MasterKeyMaterial {
+        id: k.id().to_owned(),
+        bytes: secrecy::SecretBox::new(Box::new(*k.expose())),
+    };
+    let previous: Vec<_> =
+        previous.iter().filter(|k| k.id() != master_key.id()).map(material).collect();
+    let vault = sspr_registry::Vault::new(&material(&master_key), &previous);
+    Ok((vault, master_key, source))
+}
+
+/// The registry over `store`, with the vault and a Graph client built from the settings.
+pub fn build_registry(
+    settings: &Settings,
+    store: &Store,
+    vault: sspr_registry::Vault,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<sspr_registry::Registry> {
+    let graph = sspr_graph::GraphClient::new(settings.graph_config())
+        .context("cannot build the Graph client")?;
+    Ok(sspr_registry::Registry::new(
+        store.clone(),
+        Arc::new(vault),
+        graph,
+        clock,
+        settings.registry_settings(),
+    ))
+}
+
 /// Opens the database named in the settings and applies pending migrations.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let store = Store::connect(settings.database_url.expose_secret(), &settings.store_options())
@@ -43,6 +86,7 @@ pub struct Application {
     addr: SocketAddr,
     store: Store,
     master_key: MasterKey,
+    reverifier: Option<sspr_registry::Reverifier>,
 }
 
 impl Application {
@@ -58,12 +102,7 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let store = open_store(settings).await?;
-        let (master_key, source) = MasterKey::resolve(
-            settings.master_key.as_ref(),
-            settings.master_key_file.as_deref(),
-            &settings.data_dir,
-        )
-        .map_err(|e| anyhow::anyhow!(e))?;
+        let (vault, master_key, source) = open_vault(settings)?;
         match &source {
             KeySource::Generated(path) => tracing::warn!(
                 key_id = master_key.id(),
@@ -81,10 +120,19 @@ impl Application {
                 "master key loaded from the master_key setting"
             ),
         }
+        let registry = build_registry(settings, &store, vault, clock.clone())?;
+        let reverifier = settings
+            .registry
+            .background_verify
+            .then(|| sspr_registry::Reverifier::new(registry.clone(), 64, Duration::from_secs(30)));
         let state = AppState {
             store: store.clone(),
             clock,
-            settings: ApiSettings { max_body_bytes: settings.api.max_body_bytes },
+            settings: ApiSettings {
+                max_body_bytes: settings.api.max_body_bytes,
+                max_import_bytes: settings.api.max_import_bytes,
+            },
+            registry,
         };
         let mut server = actix_web::HttpServer::new(move || sspr_api::app(state.clone()))
             // Signals are ours to handle, so every component shuts down in one order.
@@ -99,7 +147,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = server.addrs().first().copied().context("the listener has no address")?;
         let server = server.run();
-        Ok(Self { server, addr, store, master_key })
+        Ok(Self { server, addr, store, master_key, reverifier })
     }
 
     /// The address the API listens on (useful with port 0).
@@ -129,10 +177,16 @@ impl Application {
                 handle.stop(true).await;
             }
         });
+        let tasks = tokio_util::task::TaskTracker::new();
+        if let Some(reverifier) = self.reverifier {
+            tasks.spawn(reverifier.run(shutdown.clone()));
+        }
+        tasks.close();
         tracing::info!(addr = %self.addr, "serving the API");
         let result = self.server.await.context("the HTTP server failed");
         shutdown.cancel();
         let _ = stopper.await;
+        tasks.wait().await;
         self.store.close().await;
         tracing::info!("stopped");
         result

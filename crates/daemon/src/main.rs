@@ -58,10 +58,34 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Manage API keys.
+    /// Manage API keys and the master key.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Manage customer tenants.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantsCommand {
+    /// Import tenants from a CSV or JSON file, as `POST /v1/tenants:import` does: row by row,
+    /// each with its outcome; importing the same file again changes nothing.
+    ///
+    /// CSV columns: entra_tenant, display_name, tags (`;`-separated), external_refs
+    /// (`name=value;...`), kind (client_secret or certificate), client_id, client_secret,
+    /// certificate_pem, private_key_pem. A file whose name ends in `.json` is read as JSON (an
+    /// array of onboarding bodies). Shows progress on stderr; prints one line per row that was
+    /// not created, and a summary. Exits 1 when any row failed.
+    Import {
+        /// The file to import.
+        file: PathBuf,
+        /// Check every row without storing anything.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -81,6 +105,11 @@ enum KeysCommand {
         #[arg(long = "tenant", value_name = "ID", value_parser = parse_tenant)]
         tenants: Vec<TenantId>,
     },
+    /// Rotate the master key: generate a new one, re-encrypt every stored secret with it, and
+    /// put it in place of the old key file (the old key is kept beside it as
+    /// `<file>.retired.<id>`). Safe to run again if interrupted. Restart running replicas
+    /// afterwards so they load the new key.
+    RotateMaster,
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -165,8 +194,121 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("{}", token.reveal());
             Ok(())
         }
+        Command::Keys { command: KeysCommand::RotateMaster } => rotate_master(&settings).await,
+        Command::Tenants { command: TenantsCommand::Import { file, dry_run } } => {
+            import_tenants(&settings, &file, dry_run).await
+        }
         Command::Openapi | Command::Config | Command::GraphSim { .. } => Ok(()),
     }
+}
+
+/// `sspr-fleet keys rotate-master`.
+async fn rotate_master(settings: &Settings) -> anyhow::Result<()> {
+    use sspr_fleet::master_key;
+    let store = open_store(settings).await?;
+    let (_, old, source) = sspr_fleet::open_vault(settings)?;
+    let file = master_key::key_file(&source)
+        .context(
+            "the master key comes from the master_key setting; rotation needs it in a file \
+             (set master_key_file, or let sspr-fleet keep it in the data directory)",
+        )?
+        .to_owned();
+    let new = master_key::begin_rotation(&file).map_err(|e| anyhow::anyhow!(e))?;
+    let material = |k: &master_key::MasterKey| sspr_registry::MasterKeyMaterial {
+        id: k.id().to_owned(),
+        bytes: secrecy::SecretBox::new(Box::new(*k.expose())),
+    };
+    let mut previous = vec![material(&old)];
+    previous.extend(
+        master_key::companions(&file)
+            .map_err(|e| anyhow::anyhow!(e))?
+            .iter()
+            .filter(|k| k.id() != new.id())
+            .map(material),
+    );
+    let vault = sspr_registry::Vault::new(&material(&new), &previous);
+    let report = sspr_registry::Registry::rewrap_all(&store, &vault)
+        .await
+        .context("cannot re-encrypt the stored secrets")?;
+    master_key::finish_rotation(&file, &old).map_err(|e| anyhow::anyhow!(e))?;
+    store.close().await;
+    tracing::info!(
+        old = old.id(),
+        new = new.id(),
+        rewrapped = report.rewrapped,
+        "master key rotated"
+    );
+    println!(
+        "master key rotated: {} -> {}; {} of {} stored credentials re-encrypted; restart running replicas",
+        old.id(),
+        new.id(),
+        report.rewrapped,
+        report.total
+    );
+    Ok(())
+}
+
+/// `sspr-fleet tenants import FILE`.
+async fn import_tenants(
+    settings: &Settings,
+    file: &std::path::Path,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let json = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let rows =
+        if json { sspr_registry::parse_json(&bytes) } else { sspr_registry::parse_csv(&bytes) }
+            .with_context(|| format!("cannot import {}", file.display()))?;
+    let store = open_store(settings).await?;
+    let (vault, _, _) = sspr_fleet::open_vault(settings)?;
+    let registry =
+        sspr_fleet::build_registry(settings, &store, vault, std::sync::Arc::new(SystemClock))?;
+    let bar = indicatif::ProgressBar::new(rows.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} importing [{bar:40}] {pos}/{len} rows ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let outcomes = registry
+        .import(rows, dry_run, &|done, _| bar.set_position(done as u64))
+        .await
+        .context("the import stopped")?;
+    bar.finish_and_clear();
+    store.close().await;
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for o in &outcomes {
+        *counts.entry(o.outcome.as_str()).or_default() += 1;
+        if !matches!(o.outcome.as_str(), "created" | "valid") {
+            let errors: Vec<String> = o
+                .errors
+                .iter()
+                .map(|e| format!("{}: {} ({})", e.field, e.message, e.code))
+                .collect();
+            println!(
+                "row {}: {} {}{}{}",
+                o.row,
+                o.outcome,
+                o.entra_tenant.as_deref().unwrap_or("-"),
+                o.tenant_id.as_deref().map(|t| format!(" {t}")).unwrap_or_default(),
+                if errors.is_empty() { String::new() } else { format!(": {}", errors.join("; ")) }
+            );
+        }
+    }
+    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!(
+        "{} rows{}: {}",
+        outcomes.len(),
+        if dry_run { " (dry run)" } else { "" },
+        summary.join(", ")
+    );
+    let failed = outcomes
+        .iter()
+        .filter(|o| matches!(o.outcome.as_str(), "invalid" | "conflict" | "failed"))
+        .count();
+    anyhow::ensure!(failed == 0, "{failed} rows were not imported");
+    Ok(())
 }
 
 /// `sspr-fleet graph-sim`: serves the simulator until SIGINT or SIGTERM.

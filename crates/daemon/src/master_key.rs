@@ -93,6 +93,90 @@ impl MasterKey {
     }
 }
 
+/// The file a key came from, when it came from a file.
+pub fn key_file(source: &KeySource) -> Option<&Path> {
+    match source {
+        KeySource::File(p) | KeySource::DataDir(p) | KeySource::Generated(p) => Some(Path::new(p)),
+        KeySource::Setting => None,
+    }
+}
+
+/// The file a rotation writes the new key to before it re-seals anything.
+pub fn next_file(key_file: &Path) -> std::path::PathBuf {
+    let mut name = key_file.as_os_str().to_owned();
+    name.push(".next");
+    name.into()
+}
+
+fn retired_file(key_file: &Path, id: &str) -> std::path::PathBuf {
+    let mut name = key_file.as_os_str().to_owned();
+    name.push(format!(".retired.{id}"));
+    name.into()
+}
+
+/// Keys kept beside the key file: `<file>.next` (a rotation that has not finished) and
+/// `<file>.retired.<id>` (keys rotated out). They are loaded as previous keys, so a value sealed
+/// with any of them still opens, whatever point a rotation stopped at.
+pub fn companions(key_file: &Path) -> Result<Vec<MasterKey>, String> {
+    let Some(dir) =
+        key_file.parent().map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
+    else {
+        return Ok(Vec::new());
+    };
+    let Some(base) = key_file.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Ok(Vec::new());
+    };
+    let mut keys = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(_) => return Ok(keys),
+    };
+    let mut paths: Vec<std::path::PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().map(|n| n.to_string_lossy().into_owned()).is_some_and(|n| {
+                n == format!("{base}.next") || n.starts_with(&format!("{base}.retired."))
+            })
+        })
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        keys.push(MasterKey::decode(&text).map_err(|e| format!("{}: {e}", path.display()))?);
+    }
+    Ok(keys)
+}
+
+/// First half of a master-key rotation: the new key, written to `<file>.next` (or read from it
+/// when an earlier rotation stopped after writing it).
+pub fn begin_rotation(key_file: &Path) -> Result<MasterKey, String> {
+    let next = next_file(key_file);
+    if next.exists() {
+        let text = std::fs::read_to_string(&next)
+            .map_err(|e| format!("cannot read {}: {e}", next.display()))?;
+        return MasterKey::decode(&text).map_err(|e| format!("{}: {e}", next.display()));
+    }
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let text = STANDARD.encode(bytes);
+    write_private(&next, &text).map_err(|e| format!("cannot write {}: {e}", next.display()))?;
+    MasterKey::decode(&text)
+}
+
+/// Second half, once every stored value is sealed with the new key: the old key moves to
+/// `<file>.retired.<id>` (kept, so a backup of the database taken before the rotation can still
+/// be read) and the new key takes its place.
+pub fn finish_rotation(key_file: &Path, old: &MasterKey) -> Result<(), String> {
+    let retired = retired_file(key_file, old.id());
+    std::fs::rename(key_file, &retired)
+        .map_err(|e| format!("cannot move {} to {}: {e}", key_file.display(), retired.display()))?;
+    let next = next_file(key_file);
+    std::fs::rename(&next, key_file)
+        .map_err(|e| format!("cannot move {} to {}: {e}", next.display(), key_file.display()))
+}
+
 /// Writes a file only its owner can read, failing if it already exists.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
@@ -111,6 +195,27 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotation_keeps_every_key_reachable_at_each_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, source) = MasterKey::resolve(None, None, dir.path()).unwrap();
+        let file = key_file(&source).unwrap().to_owned();
+        assert!(companions(&file).unwrap().is_empty());
+        let new = begin_rotation(&file).unwrap();
+        // Stopped here: the new key is found beside the old one, and resuming reuses it.
+        assert_eq!(
+            companions(&file).unwrap().iter().map(|k| k.id().to_owned()).collect::<Vec<_>>(),
+            vec![new.id().to_owned()]
+        );
+        assert_eq!(begin_rotation(&file).unwrap().id(), new.id());
+        finish_rotation(&file, &old).unwrap();
+        let (current, _) = MasterKey::resolve(None, None, dir.path()).unwrap();
+        assert_eq!(current.id(), new.id());
+        let previous: Vec<String> =
+            companions(&file).unwrap().iter().map(|k| k.id().to_owned()).collect();
+        assert_eq!(previous, vec![old.id().to_owned()]);
+    }
 
     #[test]
     fn decode_accepts_32_bytes_only_and_never_echoes_input() {

@@ -36,6 +36,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "api",
     "database",
     "graph",
+    "registry",
 ];
 
 /// All settings of the daemon.
@@ -69,6 +70,20 @@ pub struct Settings {
     pub database: DatabaseSection,
     /// Graph client settings.
     pub graph: GraphSection,
+    /// Tenant registry settings.
+    pub registry: RegistrySection,
+}
+
+/// `[registry]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    /// Most tenants verified at once.
+    pub verify_concurrency: usize,
+    /// Re-verify tenants whose last check is older than this, in hours.
+    pub reverify_after_hours: u64,
+    /// Verify tenants in the background.
+    pub background_verify: bool,
 }
 
 /// `[graph]`.
@@ -103,6 +118,8 @@ pub enum LogFormat {
 pub struct ApiSection {
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Largest import file, in bytes.
+    pub max_import_bytes: usize,
     /// HTTP worker threads; 0 for one per core.
     pub workers: usize,
     /// Grace period for in-flight requests on shutdown.
@@ -263,6 +280,18 @@ impl Settings {
         if !self.graph.scope.ends_with("/.default") {
             return Err(SettingsError::new("graph.scope", "expected <graph resource>/.default"));
         }
+        if self.registry.verify_concurrency == 0 {
+            return Err(SettingsError::new("registry.verify_concurrency", "must be at least 1"));
+        }
+        if self.registry.reverify_after_hours == 0 {
+            return Err(SettingsError::new("registry.reverify_after_hours", "must be at least 1"));
+        }
+        if self.api.max_import_bytes < self.api.max_body_bytes {
+            return Err(SettingsError::new(
+                "api.max_import_bytes",
+                "must be at least api.max_body_bytes",
+            ));
+        }
         if self.database.max_connections == 0 {
             return Err(SettingsError::new("database.max_connections", "must be at least 1"));
         }
@@ -279,6 +308,14 @@ impl Settings {
         cfg.rate_share = self.graph.rate_share;
         cfg.request_timeout = Duration::from_secs(self.graph.request_timeout_secs.max(1));
         cfg
+    }
+
+    /// The registry's settings.
+    pub fn registry_settings(&self) -> sspr_registry::RegistrySettings {
+        sspr_registry::RegistrySettings {
+            verify_concurrency: self.registry.verify_concurrency,
+            reverify_after: Duration::from_secs(self.registry.reverify_after_hours * 3600),
+        }
     }
 
     /// Pool settings for the store.

@@ -89,6 +89,12 @@ prefixed_id!(
     AuditId,
     "aud_"
 );
+prefixed_id!(
+    /// Identifies a credential stored for a tenant (an app secret, a certificate or a delegated
+    /// refresh token). Public: it names the credential, never holds it.
+    CredentialId,
+    "cred_"
+);
 
 #[cfg(test)]
 mod tests {
@@ -99,6 +105,10 @@ mod tests {
         let id = ApiKeyId::new();
         let parsed: ApiKeyId = id.as_str().parse().expect("own id parses");
         assert_eq!(parsed, id);
+        let cred = CredentialId::new();
+        assert!(cred.as_str().starts_with("cred_"));
+        assert_eq!(cred.as_str().parse::<CredentialId>(), Ok(cred.clone()));
+        assert!(cred.as_str().parse::<TenantId>().is_err());
     }
 
     #[test]

@@ -9,4 +9,4 @@ mod ids;
 
 pub use access::{Access, Role, RoleParseError, TenantScope};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use ids::{ApiKeyId, AuditId, IdParseError, TenantId};
+pub use ids::{ApiKeyId, AuditId, CredentialId, IdParseError, TenantId};

@@ -116,15 +116,167 @@ fn pem_body(pem: &str, labels: &[&str]) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// Checks a display name: 1 to 200 characters after trimming, no control characters.
+pub fn check_display_name(field: &str, value: &str, problems: &mut Vec<FieldProblem>) -> String {
+    let v = value.trim();
+    if v.is_empty() {
+        problems.push(FieldProblem::new(field, "required", "a display name is required"));
+    } else if v.chars().count() > 200 {
+        problems.push(FieldProblem::new(field, "too_long", "at most 200 characters"));
+    } else if v.chars().any(char::is_control) {
+        problems.push(FieldProblem::new(
+            field,
+            "invalid_format",
+            "control characters are not allowed",
+        ));
+    }
+    v.to_owned()
+}
+
+/// Checks tags: at most 50, each 1 to 64 of `a-z 0-9 . _ : -` (lowercased), deduplicated and
+/// sorted.
+pub fn check_tags(field: &str, tags: &[String], problems: &mut Vec<FieldProblem>) -> Vec<String> {
+    if tags.len() > 50 {
+        problems.push(FieldProblem::new(field, "too_many", "at most 50 tags"));
+    }
+    let mut out = Vec::new();
+    for (i, tag) in tags.iter().enumerate() {
+        let t = tag.trim().to_ascii_lowercase();
+        if t.is_empty()
+            || t.len() > 64
+            || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b))
+        {
+            problems.push(FieldProblem::new(
+                &format!("{field}[{i}]"),
+                "invalid_format",
+                "a tag is 1 to 64 characters of a-z, 0-9, '.', '_', ':' and '-'",
+            ));
+        } else {
+            out.push(t);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Checks external references (PSA company ids): at most 20; keys 1 to 64 of `a-z 0-9 . _ -`
+/// (lowercased), values 1 to 256 characters without control characters.
+pub fn check_external_refs(
+    field: &str,
+    refs: &std::collections::BTreeMap<String, String>,
+    problems: &mut Vec<FieldProblem>,
+) -> std::collections::BTreeMap<String, String> {
+    if refs.len() > 20 {
+        problems.push(FieldProblem::new(field, "too_many", "at most 20 external references"));
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (k, v) in refs {
+        let key = k.trim().to_ascii_lowercase();
+        let path = format!("{field}.{k}");
+        if key.is_empty()
+            || key.len() > 64
+            || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            problems.push(FieldProblem::new(
+                &path,
+                "invalid_format",
+                "a reference name is 1 to 64 characters of a-z, 0-9, '.', '_' and '-'",
+            ));
+            continue;
+        }
+        let value = v.trim();
+        if value.is_empty() || value.chars().count() > 256 || value.chars().any(char::is_control) {
+            problems.push(FieldProblem::new(
+                &path,
+                "invalid_format",
+                "a reference value is 1 to 256 characters without control characters",
+            ));
+            continue;
+        }
+        out.insert(key, value.to_owned());
+    }
+    out
+}
+
+/// A tenant to onboard, as sent to `POST /v1/tenants` and as one row of an import.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantInput {
+    /// The Entra tenant id (GUID), or one of the tenant's verified domains (resolved to the id
+    /// by the first verification).
+    #[schema(example = "72f988bf-86f1-41af-91ab-2d7cd011db47")]
+    pub entra_tenant: String,
+    /// The customer's name as the MSP knows it.
+    #[schema(example = "Contoso Ltd")]
+    pub display_name: String,
+    /// Free tags for selecting tenants in rollouts, e.g. `wave-1`, `region:eu`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Company ids in PSA tools, e.g. `{"connectwise": "19283"}`.
+    #[serde(default)]
+    pub external_refs: std::collections::BTreeMap<String, String>,
+    /// How sspr-fleet signs in to the tenant's Graph.
+    pub credentials: CredentialInput,
+}
+
+/// A [`TenantInput`] that passed every check, normalised.
+#[derive(Debug, Clone)]
+pub struct ValidTenant {
+    /// The Entra tenant as given, lowercase.
+    pub entra: EntraTenantRef,
+    /// Trimmed display name.
+    pub display_name: String,
+    /// Normalised tags.
+    pub tags: Vec<String>,
+    /// Normalised references.
+    pub external_refs: std::collections::BTreeMap<String, String>,
+    /// The credentials.
+    pub credentials: CredentialInput,
+}
+
+impl TenantInput {
+    /// Checks every field; every problem is reported, not just the first.
+    pub fn validate(self) -> Result<ValidTenant, Vec<FieldProblem>> {
+        let mut problems = Vec::new();
+        let entra = EntraTenantRef::parse("entra_tenant", &self.entra_tenant)
+            .map_err(|p| problems.push(p))
+            .ok();
+        let display_name = check_display_name("display_name", &self.display_name, &mut problems);
+        let tags = check_tags("tags", &self.tags, &mut problems);
+        let external_refs =
+            check_external_refs("external_refs", &self.external_refs, &mut problems);
+        problems.extend(self.credentials.problems("credentials"));
+        if matches!(self.credentials, CredentialInput::DelegatedRefreshToken { .. }) {
+            problems.push(FieldProblem::new(
+                "credentials.kind",
+                "not_app_only",
+                "Graph calls need client_secret or certificate credentials; a delegated refresh token only serves the opt-in portal adapter, which is not available yet",
+            ));
+        }
+        match entra {
+            Some(entra) if problems.is_empty() => Ok(ValidTenant {
+                entra,
+                display_name,
+                tags,
+                external_refs,
+                credentials: self.credentials,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
 /// Credentials as submitted (before they are sealed in the vault).
-#[derive(Clone, serde::Deserialize)]
+#[derive(Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CredentialInput {
     /// An app registration's client secret.
     ClientSecret {
         /// Application (client) id.
         client_id: String,
-        /// The secret value.
+        /// The secret value. Stored encrypted; never returned.
+        #[schema(value_type = String, format = Password)]
         client_secret: SecretString,
     },
     /// A certificate and its private key (client assertion, RS256, `x5t#S256`).
@@ -133,14 +285,16 @@ pub enum CredentialInput {
         client_id: String,
         /// The certificate, PEM.
         certificate_pem: String,
-        /// Its RSA private key, PEM.
+        /// Its RSA private key, PEM (PKCS#1 or PKCS#8). Stored encrypted; never returned.
+        #[schema(value_type = String, format = Password)]
         private_key_pem: SecretString,
     },
     /// A delegated refresh token for the opt-in, unsupported portal adapter.
     DelegatedRefreshToken {
         /// The client id the refresh token was issued to.
         client_id: String,
-        /// The refresh token.
+        /// The refresh token. Stored encrypted; never returned.
+        #[schema(value_type = String, format = Password)]
         refresh_token: SecretString,
     },
 }

@@ -12,9 +12,14 @@ mod api_keys;
 mod audit;
 mod error;
 mod pool;
+mod tenants;
 mod time;
 
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use error::StoreError;
 pub use pool::{Backend, MigrationReport, Store, StoreOptions};
+pub use tenants::{
+    CredentialSummary, LicenceLevel, NewCredential, NewTenant, StoredCredential, Tenant,
+    TenantFilter, TenantPatch, TenantStatus, VerificationRecord,
+};

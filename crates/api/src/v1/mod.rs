@@ -2,6 +2,7 @@
 
 pub(crate) mod api_keys;
 pub(crate) mod audit;
+pub(crate) mod tenants;
 
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -9,6 +10,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
     api_keys::configure(cfg);
     audit::configure(cfg);
+    tenants::configure(cfg);
 }
 
 /// Checks a human name: 1 to `max` characters after trimming, no control characters.
@@ -51,6 +53,20 @@ pub(crate) mod cursor {
         std::str::from_utf8(&bytes).ok()?.strip_prefix("s:")?.parse().ok()
     }
 
+    /// A cursor after an object id (ids sort in creation order).
+    pub(crate) fn encode_text(id: &str) -> String {
+        URL_SAFE_NO_PAD.encode(format!("i:{id}"))
+    }
+
+    pub(crate) fn decode_text(text: &str) -> Option<String> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        let id = std::str::from_utf8(&bytes).ok()?.strip_prefix("i:")?;
+        (!id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .then(|| id.to_owned())
+    }
+
     #[cfg(test)]
     mod tests {
         #[test]
@@ -58,6 +74,12 @@ pub(crate) mod cursor {
             assert_eq!(super::decode(&super::encode(42)), Some(42));
             assert_eq!(super::decode("not-a-cursor"), None);
             assert_eq!(super::decode(""), None);
+            assert_eq!(
+                super::decode_text(&super::encode_text("ten_01ab")),
+                Some("ten_01ab".into())
+            );
+            assert_eq!(super::decode_text(&super::encode(3)), None);
+            assert_eq!(super::decode_text(&super::encode_text("x' OR 1=1")), None);
         }
     }
 }

@@ -1,10 +1,14 @@
 //! The cases of the conformance suite; each takes a fresh, migrated store.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sspr_domain::{ApiKeyId, Role, TenantScope};
-use sspr_store::{AuditFilter, NewApiKey, NewAuditEntry, Store, StoreError};
+use sspr_domain::{ApiKeyId, CredentialId, Role, TenantId, TenantScope};
+use sspr_store::{
+    AuditFilter, CredentialSummary, LicenceLevel, NewApiKey, NewAuditEntry, NewCredential,
+    NewTenant, Store, StoreError, Tenant, TenantFilter, TenantPatch, TenantStatus,
+    VerificationRecord,
+};
 
 fn t(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_790_000_000 + secs, 0).unwrap()
@@ -152,4 +156,589 @@ pub(crate) async fn audit_restricted_scope_sees_only_its_tenants(store: &Store) 
     let nothing =
         AuditFilter { within_tenants: Some(BTreeSet::new()), limit: 100, ..Default::default() };
     assert!(store.list_audit(&nothing).await.unwrap().is_empty());
+}
+
+// ---- Tenants ----
+
+fn cred(secret: &str, at: i64) -> NewCredential {
+    NewCredential {
+        id: CredentialId::new(),
+        kind: "client_secret".into(),
+        client_id: "11111111-2222-3333-4444-555555555555".into(),
+        thumbprint_s256: None,
+        certificate_pem: None,
+        sealed: format!("v1:k1:{secret}"),
+        key_id: "k1".into(),
+        created_at: t(at),
+    }
+}
+
+fn new_tenant(entra_ref: &str, name: &str, tags: &[&str]) -> NewTenant {
+    let is_guid = entra_ref.len() == 36 && entra_ref.bytes().filter(|b| *b == b'-').count() == 4;
+    NewTenant {
+        id: TenantId::new(),
+        entra_ref: entra_ref.into(),
+        entra_tenant_id: is_guid.then(|| entra_ref.to_owned()),
+        display_name: name.into(),
+        tags: tags.iter().map(|s| (*s).to_owned()).collect(),
+        external_refs: BTreeMap::new(),
+        created_at: t(0),
+        credential: cred(name, 0),
+    }
+}
+
+fn guid(n: u32) -> String {
+    format!("{n:08x}-0000-4000-8000-000000000000")
+}
+
+fn verification(status: TenantStatus, licence: LicenceLevel, at: i64) -> VerificationRecord {
+    VerificationRecord {
+        status,
+        status_reason: (status == TenantStatus::NotReady).then(|| "no_licence".to_owned()),
+        licence,
+        entra_tenant_id: None,
+        default_domain: None,
+        readiness: serde_json::json!({ "checked": at }),
+        verified_at: t(at),
+    }
+}
+
+fn all(limit: u32) -> TenantFilter {
+    TenantFilter { limit, ..Default::default() }
+}
+
+fn names(tenants: &[Tenant]) -> Vec<&str> {
+    tenants.iter().map(|t| t.display_name.as_str()).collect()
+}
+
+pub(crate) async fn tenant_round_trips_with_tags_refs_and_credential(store: &Store) {
+    let mut new =
+        new_tenant(&guid(1).to_uppercase(), "Contoso", &["zeta", "alpha", "mid", "alpha"]);
+    new.entra_tenant_id = Some(guid(1).to_uppercase());
+    new.external_refs = BTreeMap::from([
+        ("connectwise".to_owned(), "CW-42".to_owned()),
+        ("halo".to_owned(), "7".to_owned()),
+    ]);
+    new.credential.kind = "certificate".into();
+    new.credential.thumbprint_s256 = Some("thumb".into());
+    new.credential.certificate_pem = Some("-----BEGIN CERTIFICATE-----".into());
+    let cred_id = new.credential.id.clone();
+    let created = store.insert_tenant(new.clone()).await.unwrap();
+
+    assert_eq!(created.id, new.id);
+    assert_eq!(created.entra_ref, guid(1), "stored lowercase");
+    assert_eq!(created.entra_tenant_id.as_deref(), Some(guid(1).as_str()));
+    assert_eq!(created.display_name, "Contoso");
+    assert_eq!(created.tags, vec!["alpha", "mid", "zeta"], "sorted, without duplicates");
+    assert_eq!(created.external_refs, new.external_refs);
+    assert_eq!(created.status, TenantStatus::Unverified);
+    assert_eq!(created.status_reason, None);
+    assert_eq!(created.licence, LicenceLevel::Unknown);
+    assert_eq!(created.readiness, None);
+    assert_eq!(created.verified_at, None);
+    assert_eq!(created.offboarded_at, None);
+    assert_eq!(created.created_at, t(0));
+    assert_eq!(created.updated_at, t(0));
+    let summary = created.credential.clone().expect("credential summary");
+    assert_eq!(
+        summary,
+        CredentialSummary {
+            id: cred_id.clone(),
+            kind: "certificate".into(),
+            client_id: new.credential.client_id.clone(),
+            thumbprint_s256: Some("thumb".into()),
+            key_id: "k1".into(),
+            created_at: t(0),
+        }
+    );
+
+    let got = store.get_tenant(&created.id).await.unwrap().expect("found by id");
+    assert_eq!(got, created);
+    assert!(store.get_tenant(&TenantId::new()).await.unwrap().is_none());
+
+    let stored = store.tenant_credential(&created.id).await.unwrap().expect("credential");
+    assert_eq!(stored.summary, summary);
+    assert_eq!(stored.tenant_id, created.id);
+    assert_eq!(stored.certificate_pem.as_deref(), Some("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(stored.sealed, "v1:k1:Contoso");
+    assert!(!format!("{stored:?}").contains("v1:k1:Contoso"), "Debug hides the sealed value");
+
+    // Found by its reference, whatever the case.
+    let found = store.find_active_tenant(&guid(1).to_uppercase()).await.unwrap();
+    assert_eq!(found.map(|t| t.id), Some(created.id.clone()));
+    assert!(store.find_active_tenant(&guid(2)).await.unwrap().is_none());
+
+    // A domain registration is found by its domain, and by its tenant id once verified.
+    let domain = store.insert_tenant(new_tenant("fabrikam.com", "Fabrikam", &[])).await.unwrap();
+    assert!(domain.tags.is_empty());
+    assert_eq!(domain.entra_tenant_id, None);
+    let found = store.find_active_tenant("Fabrikam.COM").await.unwrap().unwrap();
+    assert_eq!(found.id, domain.id);
+    let mut v = verification(TenantStatus::Ready, LicenceLevel::P1, 5);
+    v.entra_tenant_id = Some(guid(3));
+    assert!(store.record_verification(&domain.id, v).await.unwrap());
+    let found = store.find_active_tenant(&guid(3)).await.unwrap().unwrap();
+    assert_eq!(found.id, domain.id);
+}
+
+pub(crate) async fn tenant_duplicates_conflict_until_offboarded(store: &Store) {
+    let first = store.insert_tenant(new_tenant(&guid(1), "One", &["a"])).await.unwrap();
+
+    // Same reference.
+    let err = store.insert_tenant(new_tenant(&guid(1), "Again", &[])).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { what: "tenant" }), "got {err:?}");
+    // Same reference, other case.
+    let err =
+        store.insert_tenant(new_tenant(&guid(1).to_uppercase(), "Upper", &[])).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { what: "tenant" }), "got {err:?}");
+
+    // A domain registration resolved to the tenant id of another registration.
+    let domain = store.insert_tenant(new_tenant("contoso.com", "Contoso", &[])).await.unwrap();
+    let mut v = verification(TenantStatus::Ready, LicenceLevel::P2, 5);
+    v.entra_tenant_id = Some(guid(2));
+    assert!(store.record_verification(&domain.id, v).await.unwrap());
+    let err = store.insert_tenant(new_tenant(&guid(2), "By guid", &[])).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { what: "tenant" }), "got {err:?}");
+    // A second domain of a tenant already registered, once it is known to resolve there.
+    let mut alias = new_tenant("contoso.onmicrosoft.com", "Alias", &[]);
+    alias.entra_tenant_id = Some(guid(2));
+    let err = store.insert_tenant(alias).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { what: "tenant" }), "got {err:?}");
+
+    // The failed inserts left nothing behind: no tenant, no tag, no credential.
+    assert_eq!(store.count_tenants(&all(100)).await.unwrap(), 2);
+    assert_eq!(store.all_credentials().await.unwrap().len(), 2);
+
+    // After offboarding, the same Entra tenant may be registered again.
+    store.offboard_tenant(&first.id, t(10)).await.unwrap().expect("offboarded");
+    let again = store.insert_tenant(new_tenant(&guid(1), "One again", &[])).await.unwrap();
+    assert_ne!(again.id, first.id);
+    let found = store.find_active_tenant(&guid(1)).await.unwrap().unwrap();
+    assert_eq!(found.id, again.id, "the offboarded registration is not active");
+    store.offboard_tenant(&domain.id, t(11)).await.unwrap().expect("offboarded");
+    store.insert_tenant(new_tenant(&guid(2), "By guid", &[])).await.unwrap();
+    assert_eq!(store.count_tenants(&all(100)).await.unwrap(), 2);
+}
+
+pub(crate) async fn tenant_list_filters(store: &Store) {
+    let a = store.insert_tenant(new_tenant(&guid(1), "Alpha 100% Ltd", &["eu", "gold"])).await;
+    let a = a.unwrap();
+    let mut b = new_tenant("beta.example", "Beta_Corp", &["eu"]);
+    b.external_refs = BTreeMap::from([("psa".to_owned(), "ACME-77".to_owned())]);
+    let b = store.insert_tenant(b).await.unwrap();
+    let c = store.insert_tenant(new_tenant(&guid(3), "Gamma", &["us"])).await.unwrap();
+    let d = store.insert_tenant(new_tenant(&guid(4), "Delta", &["eu"])).await.unwrap();
+    store
+        .record_verification(&a.id, verification(TenantStatus::Ready, LicenceLevel::P1, 1))
+        .await
+        .unwrap();
+    let mut v = verification(TenantStatus::NotReady, LicenceLevel::None, 2);
+    v.default_domain = Some("gamma.onmicrosoft.com".into());
+    store.record_verification(&c.id, v).await.unwrap();
+    store.offboard_tenant(&d.id, t(3)).await.unwrap().unwrap();
+
+    let list = |f: TenantFilter| async move {
+        let got = store.list_tenants(&f).await.unwrap();
+        let n = store.count_tenants(&TenantFilter { after_id: None, limit: 0, ..f }).await;
+        (got, n.unwrap())
+    };
+
+    // Default: active only, by id (creation order).
+    let (got, n) = list(all(100)).await;
+    assert_eq!(names(&got), vec!["Alpha 100% Ltd", "Beta_Corp", "Gamma"]);
+    assert_eq!(n, 3);
+    assert_eq!(got[0].tags, vec!["eu", "gold"]);
+    assert!(got.iter().all(|t| t.credential.is_some()));
+
+    let (got, n) = list(TenantFilter { include_offboarded: true, ..all(100) }).await;
+    assert_eq!(names(&got), vec!["Alpha 100% Ltd", "Beta_Corp", "Gamma", "Delta"]);
+    assert_eq!(n, 4);
+    assert_eq!(got[3].credential, None);
+    assert_eq!(got[3].tags, vec!["eu"], "tags are kept as history");
+
+    // Tag: exact match, offboarded excluded.
+    let (got, n) = list(TenantFilter { tag: Some("eu".into()), ..all(100) }).await;
+    assert_eq!(names(&got), vec!["Alpha 100% Ltd", "Beta_Corp"]);
+    assert_eq!(n, 2);
+    let (got, _) = list(TenantFilter { tag: Some("e".into()), ..all(100) }).await;
+    assert!(got.is_empty());
+
+    // Status and licence.
+    let (got, n) = list(TenantFilter { status: Some(TenantStatus::Ready), ..all(100) }).await;
+    assert_eq!((names(&got), n), (vec!["Alpha 100% Ltd"], 1));
+    let (got, n) = list(TenantFilter { status: Some(TenantStatus::Unverified), ..all(100) }).await;
+    assert_eq!((names(&got), n), (vec!["Beta_Corp"], 1));
+    let (got, n) = list(TenantFilter { status: Some(TenantStatus::Offboarded), ..all(100) }).await;
+    assert_eq!((names(&got), n), (vec!["Delta"], 1), "asking for offboarded lists them");
+    let (got, n) = list(TenantFilter { licence: Some(LicenceLevel::None), ..all(100) }).await;
+    assert_eq!((names(&got), n), (vec!["Gamma"], 1));
+    let (got, n) = list(TenantFilter {
+        licence: Some(LicenceLevel::Unknown),
+        include_offboarded: true,
+        ..all(100)
+    })
+    .await;
+    assert_eq!((names(&got), n), (vec!["Beta_Corp", "Delta"], 2));
+
+    // Search: case-insensitive substring over several columns.
+    let search = |s: &str| TenantFilter { search: Some(s.into()), ..all(100) };
+    assert_eq!(names(&list(search("ALPHA")).await.0), vec!["Alpha 100% Ltd"]);
+    assert_eq!(names(&list(search("BETA.EX")).await.0), vec!["Beta_Corp"], "entra_ref");
+    assert_eq!(names(&list(search("acme-7")).await.0), vec!["Beta_Corp"], "external refs");
+    assert_eq!(names(&list(search("onmicrosoft")).await.0), vec!["Gamma"], "default domain");
+    assert_eq!(names(&list(search(&guid(3)[..8])).await.0), vec!["Gamma"], "tenant id");
+    assert_eq!(list(search("")).await.1, 3);
+    // LIKE metacharacters match themselves only.
+    assert_eq!(names(&list(search("100%")).await.0), vec!["Alpha 100% Ltd"]);
+    assert!(list(search("%")).await.0.len() == 1);
+    assert!(list(search("a%d")).await.0.is_empty(), "% is not a wildcard");
+    assert_eq!(names(&list(search("a_c")).await.0), vec!["Beta_Corp"]);
+    assert!(list(search("g_m")).await.0.is_empty(), "_ is not a wildcard");
+    assert!(list(search("\\")).await.0.is_empty());
+
+    // Within a set of ids.
+    let within = |ids: &[&TenantId]| TenantFilter {
+        within: Some(ids.iter().map(|id| id.to_string()).collect()),
+        ..all(100)
+    };
+    let (got, n) = list(within(&[&c.id, &b.id, &d.id])).await;
+    assert_eq!((names(&got), n), (vec!["Beta_Corp", "Gamma"], 2));
+    let (got, n) = list(within(&[])).await;
+    assert!(got.is_empty());
+    assert_eq!(n, 0);
+
+    // Filters combine.
+    let (got, n) =
+        list(TenantFilter { tag: Some("eu".into()), search: Some("beta".into()), ..all(100) })
+            .await;
+    assert_eq!((names(&got), n), (vec!["Beta_Corp"], 1));
+
+    // The limit is applied as given.
+    let (got, n) = list(all(2)).await;
+    assert_eq!((names(&got), n), (vec!["Alpha 100% Ltd", "Beta_Corp"], 3));
+}
+
+pub(crate) async fn tenant_pages_with_cursor_without_gaps_or_repeats(store: &Store) {
+    let mut expected = Vec::new();
+    for i in 0..25_usize {
+        let tags: &[&str] = if i.is_multiple_of(2) { &["even"] } else { &["odd", "x"] };
+        let tenant =
+            store.insert_tenant(new_tenant(&format!("t{i:02}.example"), &format!("T{i:02}"), tags));
+        let tenant = tenant.await.unwrap();
+        expected.push(tenant.id);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let filter = TenantFilter { after_id: cursor.clone(), limit: 4, ..Default::default() };
+        let page = store.list_tenants(&filter).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 4);
+        for tenant in &page {
+            let i: usize = tenant.display_name[1..].parse().unwrap();
+            let want: Vec<&str> = if i.is_multiple_of(2) { vec!["even"] } else { vec!["odd", "x"] };
+            assert_eq!(tenant.tags, want, "tags belong to their own tenant");
+            assert!(tenant.credential.is_some());
+        }
+        cursor = page.last().map(|t| t.id.to_string());
+        seen.extend(page.into_iter().map(|t| t.id));
+    }
+    assert_eq!(seen, expected, "ids ascending, in creation order, no gaps or repeats");
+    let odd = TenantFilter { tag: Some("odd".into()), limit: 5, ..Default::default() };
+    let first = store.list_tenants(&odd).await.unwrap();
+    assert_eq!(first.len(), 5);
+    let rest = store
+        .list_tenants(&TenantFilter {
+            after_id: Some(first[4].id.to_string()),
+            limit: 100,
+            ..odd.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.len() + rest.len(), 12);
+    assert_eq!(store.count_tenants(&odd).await.unwrap(), 12);
+}
+
+pub(crate) async fn tenant_update_applies_the_patch(store: &Store) {
+    let mut new = new_tenant(&guid(1), "Old name", &["a", "b"]);
+    new.external_refs = BTreeMap::from([("psa".to_owned(), "1".to_owned())]);
+    let tenant = store.insert_tenant(new).await.unwrap();
+
+    // Only the given fields change.
+    let patch = TenantPatch {
+        display_name: Some("New name".into()),
+        tags: None,
+        external_refs: None,
+        updated_at: t(10),
+    };
+    let updated = store.update_tenant(&tenant.id, patch).await.unwrap().expect("updated");
+    assert_eq!(updated.display_name, "New name");
+    assert_eq!(updated.tags, vec!["a", "b"]);
+    assert_eq!(updated.external_refs, tenant.external_refs);
+    assert_eq!(updated.updated_at, t(10));
+    assert_eq!(updated.created_at, t(0));
+    assert_eq!(updated.credential, tenant.credential);
+
+    // Tags and external refs are replaced wholesale.
+    let refs = BTreeMap::from([("rmm".to_owned(), "x".to_owned())]);
+    let patch = TenantPatch {
+        display_name: None,
+        tags: Some(vec!["c".into(), "a".into(), "c".into()]),
+        external_refs: Some(refs.clone()),
+        updated_at: t(20),
+    };
+    let updated = store.update_tenant(&tenant.id, patch).await.unwrap().unwrap();
+    assert_eq!(updated.display_name, "New name");
+    assert_eq!(updated.tags, vec!["a", "c"]);
+    assert_eq!(updated.external_refs, refs);
+    assert_eq!(store.get_tenant(&tenant.id).await.unwrap().unwrap(), updated);
+    let tagged_b = TenantFilter { tag: Some("b".into()), limit: 10, ..Default::default() };
+    assert_eq!(store.count_tenants(&tagged_b).await.unwrap(), 0);
+
+    // Empty tags clear them.
+    let patch = TenantPatch {
+        display_name: None,
+        tags: Some(Vec::new()),
+        external_refs: None,
+        updated_at: t(30),
+    };
+    let updated = store.update_tenant(&tenant.id, patch.clone()).await.unwrap().unwrap();
+    assert!(updated.tags.is_empty());
+    assert_eq!(updated.external_refs, refs);
+
+    // Unknown or offboarded tenants are not updated.
+    assert!(store.update_tenant(&TenantId::new(), patch.clone()).await.unwrap().is_none());
+    store.offboard_tenant(&tenant.id, t(40)).await.unwrap().unwrap();
+    let renamed = TenantPatch { display_name: Some("Ghost".into()), ..patch };
+    assert!(store.update_tenant(&tenant.id, renamed).await.unwrap().is_none());
+    let stored = store.get_tenant(&tenant.id).await.unwrap().unwrap();
+    assert_eq!(stored.display_name, "New name");
+    assert_eq!(stored.updated_at, t(40));
+}
+
+pub(crate) async fn tenant_verification_is_recorded_and_tenant_ids_stay_unique(store: &Store) {
+    let by_domain = store.insert_tenant(new_tenant("contoso.com", "Contoso", &[])).await.unwrap();
+    let by_guid = store.insert_tenant(new_tenant(&guid(9), "Nine", &[])).await.unwrap();
+
+    let mut v = verification(TenantStatus::NotReady, LicenceLevel::CloudOnly, 100);
+    v.entra_tenant_id = Some(guid(1).to_uppercase());
+    v.default_domain = Some("contoso.onmicrosoft.com".into());
+    assert!(store.record_verification(&by_domain.id, v).await.unwrap());
+    let got = store.get_tenant(&by_domain.id).await.unwrap().unwrap();
+    assert_eq!(got.status, TenantStatus::NotReady);
+    assert_eq!(got.status_reason.as_deref(), Some("no_licence"));
+    assert_eq!(got.licence, LicenceLevel::CloudOnly);
+    assert_eq!(got.entra_tenant_id.as_deref(), Some(guid(1).as_str()), "stored lowercase");
+    assert_eq!(got.default_domain.as_deref(), Some("contoso.onmicrosoft.com"));
+    assert_eq!(got.readiness, Some(serde_json::json!({ "checked": 100 })));
+    assert_eq!(got.verified_at, Some(t(100)));
+    assert_eq!(got.updated_at, t(100));
+    assert_eq!(got.entra_ref, "contoso.com", "the registered reference is kept");
+
+    // A later verification that could not read the tenant id or domain keeps them.
+    let v = verification(TenantStatus::Ready, LicenceLevel::P2, 200);
+    assert!(store.record_verification(&by_domain.id, v).await.unwrap());
+    let got = store.get_tenant(&by_domain.id).await.unwrap().unwrap();
+    assert_eq!(got.status, TenantStatus::Ready);
+    assert_eq!(got.status_reason, None);
+    assert_eq!(got.licence, LicenceLevel::P2);
+    assert_eq!(got.entra_tenant_id.as_deref(), Some(guid(1).as_str()));
+    assert_eq!(got.default_domain.as_deref(), Some("contoso.onmicrosoft.com"));
+    assert_eq!(got.readiness, Some(serde_json::json!({ "checked": 200 })));
+
+    // Another active tenant resolving to a known tenant id collides, and changes nothing.
+    let other = store.insert_tenant(new_tenant("fabrikam.com", "Fabrikam", &[])).await.unwrap();
+    for taken in [guid(1), guid(9)] {
+        let mut v = verification(TenantStatus::Ready, LicenceLevel::P1, 300);
+        v.entra_tenant_id = Some(taken);
+        let err = store.record_verification(&other.id, v).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { what: "tenant" }), "got {err:?}");
+    }
+    let unchanged = store.get_tenant(&other.id).await.unwrap().unwrap();
+    assert_eq!(unchanged, other);
+    // Re-verifying a tenant with its own id is no collision.
+    let mut v = verification(TenantStatus::Ready, LicenceLevel::P1, 300);
+    v.entra_tenant_id = Some(guid(9));
+    assert!(store.record_verification(&by_guid.id, v).await.unwrap());
+
+    // Unknown and offboarded tenants are not verified.
+    let v = verification(TenantStatus::Ready, LicenceLevel::P1, 400);
+    assert!(!store.record_verification(&TenantId::new(), v.clone()).await.unwrap());
+    store.offboard_tenant(&other.id, t(350)).await.unwrap().unwrap();
+    assert!(!store.record_verification(&other.id, v).await.unwrap());
+    let offboarded = store.get_tenant(&other.id).await.unwrap().unwrap();
+    assert_eq!(offboarded.status, TenantStatus::Offboarded);
+    assert_eq!(offboarded.verified_at, None);
+}
+
+pub(crate) async fn tenant_offboarding_keeps_history_and_drops_the_credential(store: &Store) {
+    let keep = store.insert_tenant(new_tenant(&guid(1), "Keep", &["x"])).await.unwrap();
+    let gone = store.insert_tenant(new_tenant(&guid(2), "Gone", &["x", "y"])).await.unwrap();
+    let mut v = verification(TenantStatus::NotReady, LicenceLevel::None, 5);
+    v.default_domain = Some("gone.example".into());
+    store.record_verification(&gone.id, v).await.unwrap();
+    assert_eq!(store.all_credentials().await.unwrap().len(), 2);
+
+    let off = store.offboard_tenant(&gone.id, t(50)).await.unwrap().expect("offboarded");
+    assert_eq!(off.status, TenantStatus::Offboarded);
+    assert_eq!(off.status_reason, None);
+    assert_eq!(off.offboarded_at, Some(t(50)));
+    assert_eq!(off.updated_at, t(50));
+    assert_eq!(off.credential, None);
+    assert_eq!(off.tags, vec!["x", "y"]);
+    assert_eq!(off.readiness, Some(serde_json::json!({ "checked": 5 })));
+    assert_eq!(off.licence, LicenceLevel::None);
+    assert_eq!(off.default_domain.as_deref(), Some("gone.example"));
+    assert_eq!(store.get_tenant(&gone.id).await.unwrap().unwrap(), off);
+
+    // The credential row itself is gone.
+    assert!(store.tenant_credential(&gone.id).await.unwrap().is_none());
+    let creds = store.all_credentials().await.unwrap();
+    assert_eq!(creds.len(), 1);
+    assert_eq!(creds[0].tenant_id, keep.id);
+
+    // Excluded from default lists and counts, from lookups by Entra reference, and from
+    // the re-verification scan.
+    let listed = store.list_tenants(&all(10)).await.unwrap();
+    assert_eq!(listed.iter().map(|t| &t.id).collect::<Vec<_>>(), vec![&keep.id]);
+    let tagged = TenantFilter { tag: Some("y".into()), ..all(10) };
+    assert_eq!(store.count_tenants(&tagged).await.unwrap(), 0);
+    assert!(store.find_active_tenant(&guid(2)).await.unwrap().is_none());
+    assert_eq!(store.tenants_due_for_verification(t(1000), 10).await.unwrap(), vec![keep.id]);
+
+    // Offboarding twice, or an unknown tenant, does nothing.
+    assert!(store.offboard_tenant(&gone.id, t(60)).await.unwrap().is_none());
+    assert!(store.offboard_tenant(&TenantId::new(), t(60)).await.unwrap().is_none());
+    assert_eq!(store.get_tenant(&gone.id).await.unwrap().unwrap().offboarded_at, Some(t(50)));
+}
+
+pub(crate) async fn tenant_credential_is_replaced_atomically(store: &Store) {
+    let tenant = store.insert_tenant(new_tenant(&guid(1), "One", &[])).await.unwrap();
+    let other = store.insert_tenant(new_tenant(&guid(2), "Two", &[])).await.unwrap();
+    let old_id = tenant.credential.clone().unwrap().id;
+
+    let mut new = cred("rotated", 30);
+    new.kind = "certificate".into();
+    new.thumbprint_s256 = Some("t2".into());
+    new.certificate_pem = Some("PEM".into());
+    new.key_id = "k2".into();
+    assert!(store.replace_credential(&tenant.id, new.clone()).await.unwrap());
+
+    let stored = store.tenant_credential(&tenant.id).await.unwrap().unwrap();
+    assert_eq!(stored.summary.id, new.id);
+    assert_eq!(stored.summary.kind, "certificate");
+    assert_eq!(stored.summary.thumbprint_s256.as_deref(), Some("t2"));
+    assert_eq!(stored.summary.key_id, "k2");
+    assert_eq!(stored.summary.created_at, t(30));
+    assert_eq!(stored.certificate_pem.as_deref(), Some("PEM"));
+    assert_eq!(stored.sealed, "v1:k1:rotated");
+    let ids: Vec<CredentialId> =
+        store.all_credentials().await.unwrap().into_iter().map(|c| c.summary.id).collect();
+    assert!(!ids.contains(&old_id), "the old credential is gone");
+    assert!(ids.contains(&new.id));
+    assert_eq!(ids.len(), 2);
+    let got = store.get_tenant(&tenant.id).await.unwrap().unwrap();
+    assert_eq!(got.credential.as_ref(), Some(&stored.summary));
+    assert_eq!(got.updated_at, t(30));
+
+    // A failed replacement (the new id is taken) leaves the current credential in place.
+    let mut clash = cred("clash", 40);
+    clash.id = other.credential.clone().unwrap().id;
+    let err = store.replace_credential(&tenant.id, clash).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { what: "credential" }), "got {err:?}");
+    let still = store.tenant_credential(&tenant.id).await.unwrap().unwrap();
+    assert_eq!(still.summary.id, new.id);
+    assert_eq!(store.get_tenant(&tenant.id).await.unwrap().unwrap().updated_at, t(30));
+
+    // Unknown and offboarded tenants get no credential.
+    assert!(!store.replace_credential(&TenantId::new(), cred("x", 50)).await.unwrap());
+    store.offboard_tenant(&tenant.id, t(60)).await.unwrap().unwrap();
+    assert!(!store.replace_credential(&tenant.id, cred("y", 70)).await.unwrap());
+    assert!(store.tenant_credential(&tenant.id).await.unwrap().is_none());
+    assert_eq!(store.all_credentials().await.unwrap().len(), 1);
+}
+
+pub(crate) async fn credentials_rewrap_skips_rows_changed_meanwhile(store: &Store) {
+    let mut tenants = Vec::new();
+    for i in 0..3 {
+        tenants.push(store.insert_tenant(new_tenant(&guid(i), &format!("T{i}"), &[])).await);
+    }
+    let tenants: Vec<Tenant> = tenants.into_iter().map(Result::unwrap).collect();
+    let creds = store.all_credentials().await.unwrap();
+    assert_eq!(creds.len(), 3);
+    assert!(creds.windows(2).all(|w| w[0].summary.id < w[1].summary.id), "ordered by id");
+
+    // The plan is made from a snapshot; then tenant 1's credential is replaced.
+    let plan: Vec<(CredentialId, String, String, String)> = creds
+        .iter()
+        .map(|c| {
+            let new = c.sealed.replace("v1:k1:", "v1:k2:");
+            (c.summary.id.clone(), c.sealed.clone(), new, "k2".to_owned())
+        })
+        .collect();
+    let replaced_by = creds.iter().position(|c| c.tenant_id == tenants[1].id).unwrap();
+    store.replace_credential(&tenants[1].id, cred("fresh", 10)).await.unwrap();
+    // Tenant 2's sealed value changes in place under the same id: a rewrap by someone else.
+    let changed = creds.iter().position(|c| c.tenant_id == tenants[2].id).unwrap();
+    let concurrent = vec![(
+        creds[changed].summary.id.clone(),
+        creds[changed].sealed.clone(),
+        "v1:k3:other".to_owned(),
+        "k3".to_owned(),
+    )];
+    assert_eq!(store.rewrap_credentials(&concurrent).await.unwrap(), 1);
+
+    assert_eq!(store.rewrap_credentials(&plan).await.unwrap(), 1);
+    let by_tenant = |i: usize| {
+        let id = tenants[i].id.clone();
+        async move { store.tenant_credential(&id).await.unwrap().unwrap() }
+    };
+    let t0 = by_tenant(0).await;
+    assert_eq!((t0.sealed.as_str(), t0.summary.key_id.as_str()), ("v1:k2:T0", "k2"));
+    let t1 = by_tenant(1).await;
+    assert_eq!((t1.sealed.as_str(), t1.summary.key_id.as_str()), ("v1:k1:fresh", "k1"));
+    assert_ne!(t1.summary.id, creds[replaced_by].summary.id);
+    let t2 = by_tenant(2).await;
+    assert_eq!((t2.sealed.as_str(), t2.summary.key_id.as_str()), ("v1:k3:other", "k3"));
+
+    // Applying the same plan again changes nothing; an empty plan is fine.
+    assert_eq!(store.rewrap_credentials(&plan).await.unwrap(), 0);
+    assert_eq!(store.rewrap_credentials(&[]).await.unwrap(), 0);
+}
+
+pub(crate) async fn tenants_due_for_verification_never_verified_first_then_oldest(store: &Store) {
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(
+            store.insert_tenant(new_tenant(&guid(i), &format!("T{i}"), &[])).await.unwrap().id,
+        );
+    }
+    // ids[0] and ids[3] are never verified; the rest at various times; ids[5] is offboarded.
+    let verify = |i: usize, at: i64| {
+        let id = ids[i].clone();
+        async move {
+            let v = verification(TenantStatus::Ready, LicenceLevel::P1, at);
+            assert!(store.record_verification(&id, v).await.unwrap());
+        }
+    };
+    verify(1, 300).await;
+    verify(2, 100).await;
+    verify(4, 200).await;
+    verify(5, 50).await;
+    store.offboard_tenant(&ids[5], t(400)).await.unwrap().unwrap();
+
+    let due = store.tenants_due_for_verification(t(250), 10).await.unwrap();
+    assert_eq!(due, vec![ids[0].clone(), ids[3].clone(), ids[2].clone(), ids[4].clone()]);
+    let due = store.tenants_due_for_verification(t(1000), 10).await.unwrap();
+    assert_eq!(
+        due,
+        vec![ids[0].clone(), ids[3].clone(), ids[2].clone(), ids[4].clone(), ids[1].clone()]
+    );
+    let due = store.tenants_due_for_verification(t(1000), 3).await.unwrap();
+    assert_eq!(due, vec![ids[0].clone(), ids[3].clone(), ids[2].clone()]);
+    // Verified exactly at the threshold is not due.
+    let due = store.tenants_due_for_verification(t(100), 10).await.unwrap();
+    assert_eq!(due, vec![ids[0].clone(), ids[3].clone()]);
 }

@@ -43,6 +43,16 @@ conformance!(
     audit_entries_append_in_order_and_filter,
     audit_pages_with_cursor_without_gaps_or_repeats,
     audit_restricted_scope_sees_only_its_tenants,
+    tenant_round_trips_with_tags_refs_and_credential,
+    tenant_duplicates_conflict_until_offboarded,
+    tenant_list_filters,
+    tenant_pages_with_cursor_without_gaps_or_repeats,
+    tenant_update_applies_the_patch,
+    tenant_verification_is_recorded_and_tenant_ids_stay_unique,
+    tenant_offboarding_keeps_history_and_drops_the_credential,
+    tenant_credential_is_replaced_atomically,
+    credentials_rewrap_skips_rows_changed_meanwhile,
+    tenants_due_for_verification_never_verified_first_then_oldest,
 );
 
 /// Both dialects must carry the same migrations under the same names, so that a database can
