@@ -240,12 +240,23 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<ImportRow>, ImportFileError> {
             let parsed = serde_path_to_error::deserialize::<_, TenantInput>(item).map_err(|e| {
                 let path = e.path().to_string();
                 let field = if path == "." { "row".to_owned() } else { path };
-                // serde's message names the field or variant, never a value.
-                vec![problem(&field, "invalid_value", e.inner().to_string())]
+                vec![problem(&field, "invalid_value", hide_string_value(&e.inner().to_string()))]
             });
             ImportRow { row: i + 1, entra_tenant, parsed }
         })
         .collect())
+}
+
+/// serde's message without any string value it quotes (`invalid type: string "…"`): a string
+/// in the wrong place may be a secret.
+fn hide_string_value(message: &str) -> String {
+    let message = message.split(" at line ").next().unwrap_or(message);
+    match (message.find("string \""), message.rfind("\", expected")) {
+        (Some(start), Some(end)) if end > start => {
+            format!("{}string{}", &message[..start], &message[end + 1..])
+        }
+        _ => message.to_owned(),
+    }
 }
 
 impl Registry {
@@ -376,11 +387,12 @@ mod tests {
             {"entra_tenant": "a.com", "display_name": "A", "credentials": {"kind": "client_secret", "client_id": GUID, "client_secret": "hunter2-secret"}},
             {"entra_tenant": "b.com", "display_name": "B", "credentials": {"kind": "password", "client_secret": "hunter2-secret"}},
             {"entra_tenant": "c.com", "display_name": "C", "extra": 1, "credentials": {"kind": "client_secret", "client_id": GUID, "client_secret": "hunter2-secret"}},
+            {"entra_tenant": "d.com", "display_name": "D", "tags": "hunter2-secret", "credentials": {"kind": "client_secret", "client_id": GUID, "client_secret": "x"}},
         ]});
         let rows = parse_json(json.to_string().as_bytes()).unwrap();
         assert!(rows[0].parsed.is_ok());
         let b = rows[1].parsed.as_ref().unwrap_err();
-        assert_eq!(b[0].field, "credentials");
+        assert_eq!(b[0].field, "credentials.kind");
         let c = rows[2].parsed.as_ref().unwrap_err();
         assert!(c[0].message.contains("extra"), "{c:?}");
         for r in &rows {

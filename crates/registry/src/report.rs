@@ -530,3 +530,194 @@ fn token_message(code: &str) -> &'static str {
         _ => "the identity platform refused to issue a token",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use sspr_graph::{
+        TokenInfo,
+        types::{BUSINESS_STANDARD_SKU_ID, ENTRA_ID_P1_PLAN_ID},
+    };
+
+    use super::*;
+
+    const TENANT: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+
+    fn all_roles() -> Vec<String> {
+        REQUIRED_PERMISSIONS.iter().map(|p| p.name.to_owned()).collect()
+    }
+
+    fn sku(sku_id: &str, plans: &[&str]) -> SubscribedSku {
+        serde_json::from_value(json!({
+            "id": format!("{TENANT}_{sku_id}"), "skuId": sku_id, "skuPartNumber": "X",
+            "capabilityStatus": "Enabled", "prepaidUnits": {"enabled": 10},
+            "servicePlans": plans.iter().map(|p| json!({"servicePlanId": p, "servicePlanName": "P", "provisioningStatus": "Success"})).collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    fn graph_error(status: u16, code: &str) -> GraphError {
+        GraphError::Graph {
+            status,
+            code: code.into(),
+            message: String::new(),
+            request_id: None,
+            client_request_id: String::new(),
+            retry_after: None,
+        }
+    }
+
+    fn facts(
+        roles: Vec<String>,
+        skus: Vec<SubscribedSku>,
+        sync: Option<bool>,
+        migration: &str,
+    ) -> Facts {
+        Facts {
+            checked_at: Utc::now(),
+            token: Ok(TokenInfo { roles: Some(roles), tenant_id: Some(TENANT.into()), app_id: None }),
+            organization: Some(Ok(serde_json::from_value(json!({
+                "id": TENANT, "displayName": "Alpha", "onPremisesSyncEnabled": sync,
+                "verifiedDomains": [{"name": "alpha.onmicrosoft.com", "isDefault": true, "isInitial": true}],
+            })).unwrap())),
+            skus: Some(Ok(skus)),
+            methods: Some(Ok(serde_json::from_value(json!({
+                "id": "authenticationMethodsPolicy", "policyMigrationState": migration,
+                "authenticationMethodConfigurations": [
+                    {"@odata.type": "#microsoft.graph.smsAuthenticationMethodConfiguration", "id": "Sms", "state": "enabled",
+                     "includeTargets": [{"targetType": "group", "id": "all_users"}]},
+                ],
+            })).unwrap())),
+            admins_allowed: Some(Ok(true)),
+            users: Some(Ok(serde_json::from_value(json!({
+                "totalUserCount": 40, "userRegistrationFeatureCounts": [
+                    {"feature": "ssprEnabled", "userCount": 3}, {"feature": "ssprRegistered", "userCount": 2},
+                    {"feature": "ssprCapable", "userCount": 1}],
+            })).unwrap())),
+        }
+    }
+
+    fn codes(findings: &[Finding]) -> Vec<&str> {
+        findings.iter().map(|f| f.code.as_str()).collect()
+    }
+
+    #[test]
+    fn a_licensed_consented_tenant_is_ready_with_its_facts_reported() {
+        let (report, conclusion) =
+            facts(all_roles(), vec![sku("x", &[ENTRA_ID_P1_PLAN_ID])], None, "migrationComplete")
+                .conclude();
+        assert_eq!(
+            conclusion,
+            Conclusion { status: TenantStatus::Ready, reason: None, licence: LicenceLevel::P1 }
+        );
+        assert!(report.blockers.is_empty(), "{:?}", report.blockers);
+        assert_eq!(report.entra_tenant_id.as_deref(), Some(TENANT));
+        assert_eq!(report.default_domain.as_deref(), Some("alpha.onmicrosoft.com"));
+        assert_eq!(report.users.as_ref().map(|u| (u.total, u.sspr_enabled)), Some((40, 3)));
+        let methods = report.methods.unwrap();
+        assert_eq!(methods.methods.len(), 3);
+        assert_eq!(methods.methods[1].state, "enabled");
+        assert_eq!(methods.methods[0].state, "absent");
+        assert!(report.licences.unwrap().writeback);
+    }
+
+    #[test]
+    fn missing_roles_are_named_and_broader_ones_accepted() {
+        let mut roles = all_roles();
+        roles.retain(|r| r != "AuditLog.Read.All" && r != "Organization.Read.All");
+        roles.push("Directory.Read.All".into());
+        let (report, conclusion) =
+            facts(roles, vec![sku("x", &[ENTRA_ID_P1_PLAN_ID])], None, "migrationComplete")
+                .conclude();
+        assert_eq!(report.permissions.unwrap().missing, vec!["AuditLog.Read.All".to_owned()]);
+        assert_eq!(conclusion.status, TenantStatus::NotReady);
+        assert_eq!(conclusion.reason.as_deref(), Some("permission_missing"));
+    }
+
+    #[test]
+    fn licences_migration_and_hybrid_lead_to_their_codes() {
+        let (_, c) = facts(all_roles(), vec![], None, "migrationComplete").conclude();
+        assert_eq!(
+            (c.status, c.reason.as_deref(), c.licence),
+            (TenantStatus::NotReady, Some("license_missing"), LicenceLevel::None)
+        );
+        let (report, c) = facts(
+            all_roles(),
+            vec![sku(BUSINESS_STANDARD_SKU_ID, &[])],
+            Some(true),
+            "migrationComplete",
+        )
+        .conclude();
+        assert_eq!((c.status, c.licence), (TenantStatus::Ready, LicenceLevel::CloudOnly));
+        assert_eq!(codes(&report.advisories), vec!["writeback_not_licensed"]);
+        let (report, c) =
+            facts(all_roles(), vec![sku("x", &[ENTRA_ID_P1_PLAN_ID])], Some(true), "preMigration")
+                .conclude();
+        assert_eq!(c.reason.as_deref(), Some("migration_incomplete"));
+        assert_eq!(codes(&report.advisories), vec!["hybrid_writeback_manual"]);
+    }
+
+    #[test]
+    fn a_refused_token_makes_the_tenant_unreachable_with_the_mapped_code() {
+        let mut f = facts(all_roles(), vec![], None, "migrationComplete");
+        f.token = Err(GraphError::Token {
+            status: 400,
+            error: "unauthorized_client".into(),
+            codes: vec![700016],
+            description: "AADSTS700016".into(),
+        });
+        f.organization = None;
+        f.skus = None;
+        f.methods = None;
+        f.admins_allowed = None;
+        f.users = None;
+        let (report, c) = f.conclude();
+        assert_eq!(
+            (c.status, c.reason.as_deref(), c.licence),
+            (TenantStatus::Unreachable, Some("consent_missing"), LicenceLevel::Unknown)
+        );
+        assert_eq!(report.token.code.as_deref(), Some("consent_missing"));
+        assert!(report.permissions.is_none() && report.probes.is_empty());
+    }
+
+    #[test]
+    fn without_readable_roles_permissions_are_inferred_from_refusals() {
+        let mut f =
+            facts(vec![], vec![sku("x", &[ENTRA_ID_P1_PLAN_ID])], None, "migrationComplete");
+        f.token = Ok(TokenInfo::default());
+        f.admins_allowed = Some(Err(graph_error(403, "Authorization_RequestDenied")));
+        f.users =
+            Some(Err(graph_error(403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant")));
+        let (report, c) = f.conclude();
+        let p = report.permissions.unwrap();
+        assert_eq!((p.source.as_str(), p.missing), ("probes", vec!["Policy.Read.All".to_owned()]));
+        assert_eq!(c.reason.as_deref(), Some("permission_missing"));
+        assert!(codes(&report.advisories).contains(&"reports_need_premium"));
+        assert!(
+            report.probes.iter().any(|p| !p.ok && p.code.as_deref() == Some("permission_missing"))
+        );
+    }
+
+    #[test]
+    fn graph_outages_make_the_tenant_unreachable_not_unready() {
+        let mut f = facts(all_roles(), vec![], None, "migrationComplete");
+        f.skus = Some(Err(graph_error(503, "serviceNotAvailable")));
+        let (_, c) = f.conclude();
+        assert_eq!((c.status, c.licence), (TenantStatus::Unreachable, LicenceLevel::Unknown));
+        assert_eq!(c.reason.as_deref(), Some("graph_unavailable"));
+    }
+
+    #[test]
+    fn the_readme_lists_exactly_the_permissions_verification_checks() {
+        let readme = include_str!("../../../README.md");
+        let section = readme.split("## Microsoft Graph permissions").nth(1).unwrap();
+        let section = section.split("\n## ").next().unwrap();
+        let table: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let required: Vec<&str> = REQUIRED_PERMISSIONS.iter().map(|p| p.name).collect();
+        assert_eq!(table, required);
+    }
+}
