@@ -37,7 +37,10 @@ pub use ops::ProbeStatus;
 pub use v1::{
     api_keys::{ApiKeyList, ApiKeyView, ApiRole, CreateApiKey, CreatedApiKey},
     audit::{AuditEntryView, AuditPage, AuditQuery},
-    tenants::{CredentialView, ImportReport, TenantPage, TenantView, UpdateTenant},
+    tenants::{
+        CredentialView, ImportReport, TenantPage, TenantView, UpdateTenant, VerifyOutcome,
+        VerifyReport, VerifyTenants,
+    },
 };
 
 /// Limits and switches of the HTTP layer.

@@ -546,6 +546,31 @@ impl Registry {
         Ok(count)
     }
 
+    /// Verifies `ids` in parallel (at most `verify_concurrency` at once, each within the Graph
+    /// limits) and returns each tenant's outcome in the order given.
+    pub async fn verify_many(
+        &self,
+        ids: Vec<TenantId>,
+    ) -> Vec<(TenantId, Result<ReadinessReport, RegistryError>)> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, id) in ids.into_iter().enumerate() {
+            let registry = self.clone();
+            tasks.spawn(async move {
+                let result = registry.verify(&id).await.map(|(_, report)| report);
+                (i, id, result)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            // A panicking check loses only its own answer.
+            if let Ok(done) = done {
+                results.push(done);
+            }
+        }
+        results.sort_by_key(|(i, _, _)| *i);
+        results.into_iter().map(|(_, id, r)| (id, r)).collect()
+    }
+
     /// Re-seals every stored credential that names an older master key with the current one.
     /// Rows changed concurrently are left for the next run.
     pub async fn rewrap_all(store: &Store, vault: &Vault) -> Result<RewrapReport, RegistryError> {

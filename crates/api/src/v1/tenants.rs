@@ -29,6 +29,7 @@ use crate::{
 pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
     cfg.service(create_tenant)
         .service(import_tenants)
+        .service(verify_tenants)
         .service(list_tenants)
         .service(get_tenant)
         .service(update_tenant)
@@ -190,6 +191,37 @@ pub(crate) struct CreateQuery {
     /// Verify the tenant against Graph before answering (default false: it is verified in the
     /// background shortly after).
     verify: Option<bool>,
+}
+
+/// Which tenants to verify.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyTenants {
+    /// These tenants (at most 1000). Omit to verify every active tenant within reach (at most
+    /// 1000, oldest check first).
+    #[serde(default)]
+    pub tenant_ids: Option<Vec<String>>,
+}
+
+/// The outcome of one tenant's check.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VerifyOutcome {
+    /// The tenant.
+    pub tenant_id: String,
+    /// `ready`, `not_ready`, `unreachable`, `not_found` (no such active tenant within reach), or
+    /// `error` (the check itself failed; see the logs).
+    pub status: String,
+    /// The first blocker's code.
+    pub reason: Option<String>,
+}
+
+/// The outcome of a batch of checks.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VerifyReport {
+    /// Tenants per resulting status.
+    pub counts: BTreeMap<String, usize>,
+    /// One entry per tenant, in the order asked (or oldest check first).
+    pub results: Vec<VerifyOutcome>,
 }
 
 /// Options of an import.
@@ -358,6 +390,91 @@ async fn import_tenants(
         "dry_run": dry_run, "total": total, "counts": counts,
     })));
     Ok(web::Json(ImportReport { dry_run, total, counts, rows: outcomes }))
+}
+
+/// Verify many tenants now.
+///
+/// Checks the given tenants, or every active tenant within the caller's reach, in parallel
+/// within the Graph rate limits, and answers when all are done. Each tenant's report is stored
+/// as with `POST /v1/tenants/{id}/verify`.
+#[utoipa::path(
+    operation_id = "v1.tenant.verify-many",
+    tag = "tenants",
+    request_body = VerifyTenants,
+    responses(
+        (status = 200, description = "The outcome per tenant", body = VerifyReport),
+        (status = 422, description = "A field is invalid"),
+    )
+)]
+#[post("/tenants:verify")]
+async fn verify_tenants(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: ValidJson<VerifyTenants>,
+) -> Result<web::Json<VerifyReport>, ApiError> {
+    caller.require(Role::Operator)?;
+    let registry = registry(&state)?;
+    let mut unknown = Vec::new();
+    let ids: Vec<TenantId> = match body.0.tenant_ids {
+        Some(ids) => {
+            if ids.len() > 1000 {
+                return Err(ApiError::Validation(vec![FieldError::new(
+                    "tenant_ids",
+                    "too_many",
+                    "at most 1000 tenant ids",
+                )]));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            ids.into_iter()
+                .filter(|id| seen.insert(id.clone()))
+                .filter_map(|id| match tenant_id(&caller, &id) {
+                    Ok(t) => Some(t),
+                    Err(_) => {
+                        unknown.push(id);
+                        None
+                    }
+                })
+                .collect()
+        }
+        None => {
+            let filter = TenantFilter {
+                within: caller.access.tenants.restricted_to().cloned(),
+                limit: 1000,
+                ..TenantFilter::default()
+            };
+            let mut tenants = state.store.list_tenants(&filter).await?;
+            tenants.sort_by_key(|t| t.verified_at);
+            tenants.into_iter().map(|t| t.id).collect()
+        }
+    };
+    let mut results: Vec<VerifyOutcome> = Vec::new();
+    for (id, outcome) in registry.verify_many(ids).await {
+        let (status, reason) = match outcome {
+            Ok(report) => {
+                let reason = report.blockers.first().map(|b| b.code.clone());
+                (report.status, reason)
+            }
+            Err(RegistryError::NotFound) => ("not_found".to_owned(), None),
+            Err(e @ RegistryError::Store(_)) => return Err(e.into()),
+            Err(e) => {
+                tracing::error!(tenant_id = %id, error = %crate::error::ErrorChain(&e), "verification failed");
+                ("error".to_owned(), Some("internal_error".to_owned()))
+            }
+        };
+        results.push(VerifyOutcome { tenant_id: id.to_string(), status, reason });
+    }
+    results.extend(unknown.into_iter().map(|id| VerifyOutcome {
+        tenant_id: id,
+        status: "not_found".into(),
+        reason: None,
+    }));
+    let mut counts = BTreeMap::new();
+    for r in &results {
+        *counts.entry(r.status.clone()).or_insert(0) += 1;
+    }
+    req.extensions_mut().insert(AuditDetails(serde_json::json!({ "counts": counts })));
+    Ok(web::Json(VerifyReport { counts, results }))
 }
 
 /// List tenants.
