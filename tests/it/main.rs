@@ -9,3 +9,4 @@ mod auth;
 mod errors;
 mod ops;
 mod shutdown;
+mod tenants;

@@ -1,6 +1,7 @@
 //! The end-to-end harness: [`spawn_app`] starts the real daemon ([`sspr_fleet::Application`],
 //! exactly as `serve` does) on `127.0.0.1:0` with a fresh database, and [`TestClient`] talks to
-//! it over a real socket.
+//! it over a real socket. [`spawn_app_with_sim`] also starts the Graph simulator
+//! (`sspr-graph-sim`) from a scenario and points the daemon at it.
 //!
 //! The database is a new SQLite file in a temporary directory, or, when
 //! `SSPR_FLEET_TEST_DATABASE_URL` (or `DATABASE_URL`) is a PostgreSQL URL, a new schema in that
@@ -21,12 +22,14 @@ use sqlx::Connection;
 use sspr_api::keys::{NewKey, issue_api_key_from_cli};
 use sspr_domain::{Role, SystemClock, TenantId, TenantScope};
 use sspr_fleet::{Application, settings::Settings};
+use sspr_graph_sim::{GraphSim, RunningSim, scenario::Scenario};
 use sspr_store::{Backend, Store};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use reqwest;
 pub use serde_json::json;
+pub use sspr_graph_sim;
 
 /// The media type of every error response.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -226,6 +229,54 @@ pub async fn spawn_app_with(extra_env: &[(&str, &str)]) -> TestApp {
         server: Some(server),
         data_dir,
     }
+}
+
+/// A Graph simulator serving on its own port for one test. Keep it alive as long as the
+/// daemon pointed at it.
+pub struct SimHandle {
+    /// The simulator's state (control calls: faults, statistics, clock).
+    pub sim: GraphSim,
+    /// The server; stopped when the test's runtime ends.
+    pub running: RunningSim,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle").field("base_url", &self.base_url()).finish_non_exhaustive()
+    }
+}
+
+impl SimHandle {
+    /// `http://127.0.0.1:<port>`: both the Graph and the login base URL.
+    pub fn base_url(&self) -> String {
+        self.running.base_url()
+    }
+}
+
+/// Starts the Graph simulator from `scenario_toml` (see `docs/graph-sim.md`) on
+/// `127.0.0.1:0`, then the daemon pointed at it (`graph_url` and `login_url`) with background
+/// verification off, so that tests verify tenants explicitly. `extra_env` comes last and may
+/// override any of that.
+pub async fn spawn_app_with_sim(
+    scenario_toml: &str,
+    extra_env: &[(&str, &str)],
+) -> (TestApp, SimHandle) {
+    let scenario = Scenario::parse(scenario_toml)
+        .unwrap_or_else(|e| panic!("invalid test scenario: {e}\n{scenario_toml}"));
+    let sim = GraphSim::from_scenario(&scenario)
+        .unwrap_or_else(|e| panic!("cannot build the test scenario: {e}\n{scenario_toml}"));
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind the simulator's listener");
+    let running = sim.serve(listener).expect("the simulator starts");
+    let url = running.base_url();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("SSPR_FLEET_GRAPH_URL", &url),
+        ("SSPR_FLEET_LOGIN_URL", &url),
+        ("SSPR_FLEET_REGISTRY__BACKGROUND_VERIFY", "false"),
+    ];
+    env.extend_from_slice(extra_env);
+    let app = spawn_app_with(&env).await;
+    (app, SimHandle { sim, running })
 }
 
 impl TestApp {
@@ -447,6 +498,36 @@ impl TestClient {
         self.send(self.request(Method::DELETE, path)).await
     }
 
+    /// `PATCH path` with a JSON body, whatever its status.
+    pub async fn patch_json_raw(&self, path: &str, body: &Value) -> TestResponse {
+        self.send(self.request(Method::PATCH, path).json(body)).await
+    }
+
+    /// `PUT path` with a JSON body, whatever its status.
+    pub async fn put_json_raw(&self, path: &str, body: &Value) -> TestResponse {
+        self.send(self.request(Method::PUT, path).json(body)).await
+    }
+
+    /// `POST path` without a body, whatever its status.
+    pub async fn post_empty_raw(&self, path: &str) -> TestResponse {
+        self.send(self.request(Method::POST, path)).await
+    }
+
+    /// `POST path` with `body` sent as `content_type`, whatever its status.
+    pub async fn post_body_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> TestResponse {
+        self.send(
+            self.request(Method::POST, path)
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body),
+        )
+        .await
+    }
+
     /// `GET path`; asserts the status and returns the decoded body.
     pub async fn get(&self, path: &str, expected_status: u16) -> Value {
         self.get_raw(path).await.expect_status(expected_status).json()
@@ -455,6 +536,16 @@ impl TestClient {
     /// `POST path` with a JSON body; asserts the status and returns the decoded body.
     pub async fn post_json(&self, path: &str, body: &Value, expected_status: u16) -> Value {
         self.post_json_raw(path, body).await.expect_status(expected_status).json()
+    }
+
+    /// `PATCH path` with a JSON body; asserts the status and returns the decoded body.
+    pub async fn patch_json(&self, path: &str, body: &Value, expected_status: u16) -> Value {
+        self.patch_json_raw(path, body).await.expect_status(expected_status).json()
+    }
+
+    /// `PUT path` with a JSON body; asserts the status and returns the decoded body.
+    pub async fn put_json(&self, path: &str, body: &Value, expected_status: u16) -> Value {
+        self.put_json_raw(path, body).await.expect_status(expected_status).json()
     }
 
     /// `DELETE path`; asserts the status and returns the decoded body (`null` when empty).

@@ -96,7 +96,7 @@ fn problem(field: &str, code: &'static str, message: impl Into<String>) -> Field
 /// Reads a CSV file (UTF-8, header row first).
 pub fn parse_csv(bytes: &[u8]) -> Result<Vec<ImportRow>, ImportFileError> {
     let mut reader =
-        csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(false).from_reader(bytes);
+        csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(bytes);
     let headers = reader
         .headers()
         .map_err(|e| ImportFileError::Malformed(format!("cannot read the CSV header: {e}")))?
@@ -126,11 +126,8 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Vec<ImportRow>, ImportFileError> {
             Err(e) => {
                 // A record the CSV reader cannot read (wrong number of fields, bad UTF-8).
                 let message = match e.kind() {
-                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
-                        format!("expected {expected_len} fields, found {len}")
-                    }
-                    csv::ErrorKind::Utf8 { .. } => "the row is not valid UTF-8".into(),
-                    _ => "the row cannot be read as CSV".into(),
+                    csv::ErrorKind::Utf8 { .. } => "the row is not valid UTF-8",
+                    _ => "the row cannot be read as CSV",
                 };
                 rows.push(ImportRow {
                     row,
@@ -140,6 +137,24 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Vec<ImportRow>, ImportFileError> {
                 continue;
             }
         };
+        if record.len() != columns.len() {
+            let entra = columns
+                .iter()
+                .position(|c| c == "entra_tenant")
+                .and_then(|i| record.get(i))
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned);
+            rows.push(ImportRow {
+                row,
+                entra_tenant: entra,
+                parsed: Err(vec![problem(
+                    "row",
+                    "invalid_format",
+                    format!("expected {} fields, found {}", columns.len(), record.len()),
+                )]),
+            });
+            continue;
+        }
         let field: HashMap<&str, &str> =
             columns.iter().map(String::as_str).zip(record.iter()).collect();
         let get = |name: &str| field.get(name).copied().unwrap_or("").to_owned();
@@ -378,6 +393,7 @@ mod tests {
         );
         let rows = parse_csv(csv.as_bytes()).unwrap();
         assert!(rows[0].parsed.is_err());
+        assert_eq!(rows[0].entra_tenant.as_deref(), Some("a.com"));
         assert!(rows[1].parsed.is_ok());
     }
 

@@ -450,7 +450,7 @@ impl Registry {
             status_reason: conclusion.reason.clone(),
             licence: conclusion.licence,
             entra_tenant_id: report.entra_tenant_id.clone(),
-            default_domain: report.default_domain.clone(),
+            default_domain: report.default_domain.as_deref().map(str::to_ascii_lowercase),
             readiness: serde_json::to_value(&report).unwrap_or_default(),
             verified_at: report.checked_at,
         };

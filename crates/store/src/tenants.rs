@@ -505,7 +505,8 @@ fn assemble(rows: Vec<TenantRow>, tags: Vec<TagRow>) -> Result<Vec<Tenant>, Stor
 enum Selection<'a> {
     /// One tenant by id, offboarded or not.
     Id(&'a str),
-    /// The active tenant registered as, or resolved to, this (lowercase) Entra reference.
+    /// The active tenant registered as, or resolved to, this (lowercase) Entra reference, or
+    /// whose default domain (stored lowercase) it is.
     ActiveEntra(&'a str),
     /// A page of a listing.
     Page(&'a TenantFilter),
@@ -525,6 +526,8 @@ where
             qb.push(" WHERE t.offboarded_at IS NULL AND (t.entra_ref = ")
                 .push_bind((*entra).to_owned())
                 .push(" OR t.entra_tenant_id = ")
+                .push_bind((*entra).to_owned())
+                .push(" OR t.default_domain = ")
                 .push_bind((*entra).to_owned())
                 .push(") ORDER BY t.id LIMIT 1");
         }
