@@ -33,17 +33,6 @@ fn field_code(message: &str) -> &'static str {
     }
 }
 
-/// `invalid type: string "…", expected …` without the string, which may be a secret sent in the
-/// wrong place.
-pub(crate) fn hide_string_value(message: &str) -> String {
-    match (message.find("string \""), message.rfind("\", expected")) {
-        (Some(start), Some(end)) if end > start => {
-            format!("{}string{}", &message[..start], &message[end + 1..])
-        }
-        _ => message.to_owned(),
-    }
-}
-
 /// Turns a deserialisation failure into the matching [`ApiError`].
 pub(crate) fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = err.path().to_string();
@@ -52,16 +41,15 @@ pub(crate) fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> 
         serde_json::error::Category::Data => {
             // serde appends the position; the field path says more.
             let message = inner.to_string();
-            let message = message.split(" at line ").next().unwrap_or(&message);
-            // A string in the wrong place may be a secret: never echo it.
-            let message = hide_string_value(message);
+            // A value in the wrong place may be a secret: never echo it.
+            let message = sspr_domain::redact_serde_message(&message);
             let field = match (path.as_str(), message.strip_prefix("missing field `")) {
                 // A missing field is reported at its parent; name the field itself.
                 (".", Some(rest)) => rest.trim_end_matches('`').to_owned(),
                 (parent, Some(rest)) => format!("{parent}.{}", rest.trim_end_matches('`')),
                 (p, None) => p.to_owned(),
             };
-            let field = field.trim_start_matches('.').to_owned();
+            let field = sspr_domain::redact_field_path(field.trim_start_matches('.'));
             ApiError::Validation(vec![FieldError::new(field, field_code(&message), message)])
         }
         _ => ApiError::MalformedJson(inner.to_string()),

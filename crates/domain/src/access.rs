@@ -43,7 +43,7 @@ impl fmt::Display for Role {
 
 /// A role name that is not one of `admin`, `operator`, `viewer`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {0:?}: expected one of admin, operator, viewer")]
+#[error("unknown role: expected one of admin, operator, viewer")]
 pub struct RoleParseError(pub String);
 
 impl FromStr for Role {

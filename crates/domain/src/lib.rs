@@ -1,4 +1,5 @@
-//! Domain types of sspr-fleet: identifiers, roles, access scope and the clock.
+//! Domain types of sspr-fleet: identifiers, roles, access scope, the clock, and the redaction of
+//! client values from error messages.
 //!
 //! This crate has no IO and no async. Everything here is plain data and pure functions, so every
 //! other crate can depend on it and tests can use it without a runtime.
@@ -6,7 +7,9 @@
 mod access;
 mod clock;
 mod ids;
+mod redact;
 
 pub use access::{Access, Role, RoleParseError, TenantScope};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ids::{ApiKeyId, AuditId, CredentialId, IdParseError, TenantId};
+pub use redact::{is_identifier, redact_field_path, redact_serde_message};

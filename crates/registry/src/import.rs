@@ -61,7 +61,7 @@ pub struct ImportRow {
 pub struct ImportOutcome {
     /// 1-based row number.
     pub row: usize,
-    /// The row's `entra_tenant`.
+    /// The row's `entra_tenant`, normalised; absent when the cell is not a tenant id or domain.
     pub entra_tenant: Option<String>,
     /// `created`, `updated`, `unchanged`, `invalid`, `conflict` or `failed`; with `dry_run`,
     /// `valid` instead of the first three.
@@ -87,6 +87,14 @@ impl From<FieldProblem> for RowError {
     fn from(p: FieldProblem) -> Self {
         Self { field: p.field, code: p.code.to_owned(), message: p.message }
     }
+}
+
+/// The row's tenant as it may be shown back: only a well-formed tenant id or domain (anything
+/// else in that cell may be a secret in the wrong column).
+fn shown_entra(cell: &str) -> Option<String> {
+    crate::onboarding::EntraTenantRef::parse("entra_tenant", cell)
+        .ok()
+        .map(|e| e.as_str().to_owned())
 }
 
 fn problem(field: &str, code: &'static str, message: impl Into<String>) -> FieldProblem {
@@ -142,8 +150,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Vec<ImportRow>, ImportFileError> {
                 .iter()
                 .position(|c| c == "entra_tenant")
                 .and_then(|i| record.get(i))
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned);
+                .and_then(shown_entra);
             rows.push(ImportRow {
                 row,
                 entra_tenant: entra,
@@ -161,7 +168,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Vec<ImportRow>, ImportFileError> {
         let entra_tenant = get("entra_tenant");
         rows.push(ImportRow {
             row,
-            entra_tenant: Some(entra_tenant.clone()).filter(|s| !s.is_empty()),
+            entra_tenant: shown_entra(&entra_tenant),
             parsed: csv_row(&get, entra_tenant),
         });
     }
@@ -204,11 +211,12 @@ fn csv_row(
             certificate_pem: get("certificate_pem"),
             private_key_pem: get("private_key_pem").into(),
         }),
-        other => {
+        _ => {
+            // The cell is not repeated: it may be a secret in the wrong column.
             problems.push(problem(
                 "credentials.kind",
                 "invalid_value",
-                format!("unknown kind {other:?}: expected client_secret or certificate"),
+                "unknown kind: expected client_secret or certificate",
             ));
             None
         }
@@ -251,27 +259,24 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<ImportRow>, ImportFileError> {
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            let entra_tenant = item.get("entra_tenant").and_then(Value::as_str).map(str::to_owned);
+            let entra_tenant =
+                item.get("entra_tenant").and_then(Value::as_str).and_then(shown_entra);
             let parsed = serde_path_to_error::deserialize::<_, TenantInput>(item).map_err(|e| {
                 let path = e.path().to_string();
-                let field = if path == "." { "row".to_owned() } else { path };
-                vec![problem(&field, "invalid_value", hide_string_value(&e.inner().to_string()))]
+                let field = if path == "." {
+                    "row".to_owned()
+                } else {
+                    sspr_domain::redact_field_path(&path)
+                };
+                vec![problem(
+                    &field,
+                    "invalid_value",
+                    sspr_domain::redact_serde_message(&e.inner().to_string()),
+                )]
             });
             ImportRow { row: i + 1, entra_tenant, parsed }
         })
         .collect())
-}
-
-/// serde's message without any string value it quotes (`invalid type: string "…"`): a string
-/// in the wrong place may be a secret.
-fn hide_string_value(message: &str) -> String {
-    let message = message.split(" at line ").next().unwrap_or(message);
-    match (message.find("string \""), message.rfind("\", expected")) {
-        (Some(start), Some(end)) if end > start => {
-            format!("{}string{}", &message[..start], &message[end + 1..])
-        }
-        _ => message.to_owned(),
-    }
 }
 
 impl Registry {

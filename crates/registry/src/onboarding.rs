@@ -97,6 +97,20 @@ pub fn certificate_thumbprint_s256(pem: &str) -> Result<String, String> {
     Ok(URL_SAFE_NO_PAD.encode(Sha256::digest(&der)))
 }
 
+/// The first certificate of a PEM text, alone, re-encoded: what is stored, so that nothing else
+/// a PEM bundle may carry (a private key above all) reaches the database in clear.
+pub fn certificate_only(pem: &str) -> Result<String, String> {
+    let der = pem_body(pem, &["CERTIFICATE"])?;
+    let body = STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    Ok(out)
+}
+
 /// The bytes of the first PEM block with one of `labels`.
 fn pem_body(pem: &str, labels: &[&str]) -> Result<Vec<u8>, String> {
     let start = labels
@@ -173,18 +187,19 @@ pub fn check_external_refs(
     let mut out = std::collections::BTreeMap::new();
     for (k, v) in refs {
         let key = k.trim().to_ascii_lowercase();
-        let path = format!("{field}.{k}");
         if key.is_empty()
             || key.len() > 64
             || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         {
+            // The name is not repeated, not even in the path: it may be a secret.
             problems.push(FieldProblem::new(
-                &path,
+                field,
                 "invalid_format",
                 "a reference name is 1 to 64 characters of a-z, 0-9, '.', '_' and '-'",
             ));
             continue;
         }
+        let path = format!("{field}.{key}");
         let value = v.trim();
         if value.is_empty() || value.chars().count() > 256 || value.chars().any(char::is_control) {
             problems.push(FieldProblem::new(
@@ -354,6 +369,8 @@ impl CredentialInput {
                 secret_ok(refresh_token, "refresh_token", &mut problems)
             }
             Self::Certificate { certificate_pem, private_key_pem, .. } => {
+                // A bundle (certificate and key in one PEM, as many .pem files are) is
+                // accepted: only its certificate is kept (see `certificate_only`).
                 if let Err(e) = certificate_thumbprint_s256(certificate_pem) {
                     problems.push(FieldProblem::new(
                         &field("certificate_pem"),
@@ -478,6 +495,21 @@ mod tests {
             certificate_thumbprint_s256(&der_pem).unwrap(),
             URL_SAFE_NO_PAD.encode(Sha256::digest(&der))
         );
+    }
+
+    #[test]
+    fn only_the_certificate_of_a_bundle_is_kept() {
+        let key = include_str!("../../graph-sim/tests/data/test-app-key.pem");
+        let cert = include_str!("../../graph-sim/tests/data/test-app-key.pub.pem")
+            .replace("PUBLIC KEY", "CERTIFICATE");
+        let kept = certificate_only(&format!("{cert}{key}")).unwrap();
+        assert!(!kept.contains("PRIVATE KEY"));
+        assert_eq!(
+            certificate_thumbprint_s256(&kept).unwrap(),
+            certificate_thumbprint_s256(&cert).unwrap()
+        );
+        let key_body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(!kept.replace('\n', "").contains(&key_body[10..40]));
     }
 
     #[test]

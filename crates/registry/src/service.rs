@@ -177,7 +177,7 @@ impl Registry {
                 client_id,
                 private_key_pem.expose_secret().as_bytes(),
                 certificate_thumbprint_s256(certificate_pem).ok(),
-                Some(certificate_pem.clone()),
+                crate::onboarding::certificate_only(certificate_pem).ok(),
             ),
             CredentialInput::DelegatedRefreshToken { client_id, refresh_token } => {
                 (client_id, refresh_token.expose_secret().as_bytes(), None, None)

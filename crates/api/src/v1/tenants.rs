@@ -505,13 +505,24 @@ async fn list_tenants(
         ));
     }
     let status =
-        q.status.as_deref().map(str::parse::<TenantStatus>).transpose().unwrap_or_else(|e| {
-            errors.push(FieldError::new("status", "invalid_value", e));
+        q.status.as_deref().map(str::parse::<TenantStatus>).transpose().unwrap_or_else(|_| {
+            // The value is not repeated: it may be a secret pasted in the wrong place.
+            let all: Vec<&str> = TenantStatus::ALL.iter().map(|s| s.as_str()).collect();
+            errors.push(FieldError::new(
+                "status",
+                "invalid_value",
+                format!("expected one of {}", all.join(", ")),
+            ));
             None
         });
     let licence =
-        q.licence.as_deref().map(str::parse::<LicenceLevel>).transpose().unwrap_or_else(|e| {
-            errors.push(FieldError::new("licence", "invalid_value", e));
+        q.licence.as_deref().map(str::parse::<LicenceLevel>).transpose().unwrap_or_else(|_| {
+            let all: Vec<&str> = LicenceLevel::ALL.iter().map(|s| s.as_str()).collect();
+            errors.push(FieldError::new(
+                "licence",
+                "invalid_value",
+                format!("expected one of {}", all.join(", ")),
+            ));
             None
         });
     let after_id = match q.cursor.as_deref().map(super::cursor::decode_text) {
