@@ -95,6 +95,11 @@ prefixed_id!(
     CredentialId,
     "cred_"
 );
+prefixed_id!(
+    /// Identifies a job in the durable job queue.
+    JobId,
+    "job_"
+);
 
 #[cfg(test)]
 mod tests {

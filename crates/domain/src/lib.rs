@@ -1,5 +1,6 @@
-//! Domain types of sspr-fleet: identifiers, roles, access scope, the clock, and the redaction of
-//! client values from error messages.
+//! Domain types of sspr-fleet: identifiers, roles, access scope, the clock, the desired SSPR
+//! state of a rollout and its validation, the tenant state machine and wave planning, and the
+//! redaction of client values from error messages.
 //!
 //! This crate has no IO and no async. Everything here is plain data and pure functions, so every
 //! other crate can depend on it and tests can use it without a runtime.
@@ -7,9 +8,17 @@
 mod access;
 mod clock;
 mod ids;
+mod policy;
+mod problem;
 mod redact;
+pub mod rollout;
 
 pub use access::{Access, Role, RoleParseError, TenantScope};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use ids::{ApiKeyId, AuditId, CredentialId, IdParseError, TenantId};
+pub use ids::{ApiKeyId, AuditId, CredentialId, IdParseError, JobId, TenantId};
+pub use policy::{
+    AuthenticatorMode, AuthenticatorSpec, CampaignSpec, MAX_PILOT_MEMBERS, MethodsSpec,
+    PilotGroupSpec, ScopeMode, SsprPolicy,
+};
+pub use problem::FieldProblem;
 pub use redact::{is_identifier, redact_field_path, redact_serde_message};

@@ -9,22 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use sspr_graph::GraphError;
 
-/// A problem with one field of the input, with a stable code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldProblem {
-    /// Path of the field, e.g. `credentials.client_id`.
-    pub field: String,
-    /// Stable code: `required`, `invalid_format`, `too_long`, ...
-    pub code: &'static str,
-    /// For a human; never contains a secret value.
-    pub message: String,
-}
-
-impl FieldProblem {
-    fn new(field: &str, code: &'static str, message: impl Into<String>) -> Self {
-        Self { field: field.to_owned(), code, message: message.into() }
-    }
-}
+pub use sspr_domain::FieldProblem;
 
 /// How a tenant is named: its Entra tenant id, or one of its verified domains (resolved to the
 /// id at verification).
@@ -161,7 +146,7 @@ pub fn check_tags(field: &str, tags: &[String], problems: &mut Vec<FieldProblem>
             || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b))
         {
             problems.push(FieldProblem::new(
-                &format!("{field}[{i}]"),
+                format!("{field}[{i}]"),
                 "invalid_format",
                 "a tag is 1 to 64 characters of a-z, 0-9, '.', '_', ':' and '-'",
             ));
@@ -340,7 +325,7 @@ impl CredentialInput {
         };
         if !is_guid(&client_id.trim().to_ascii_lowercase()) {
             problems.push(FieldProblem::new(
-                &field("client_id"),
+                field("client_id"),
                 "invalid_format",
                 "the application (client) id must be a GUID",
             ));
@@ -349,13 +334,13 @@ impl CredentialInput {
             let v = s.expose_secret();
             if v.trim().is_empty() {
                 problems.push(FieldProblem::new(
-                    &field(name),
+                    field(name),
                     "required",
                     format!("{name} must not be empty"),
                 ));
             } else if v.len() > 16 * 1024 {
                 problems.push(FieldProblem::new(
-                    &field(name),
+                    field(name),
                     "too_long",
                     format!("{name} is longer than 16 KiB"),
                 ));
@@ -373,7 +358,7 @@ impl CredentialInput {
                 // accepted: only its certificate is kept (see `certificate_only`).
                 if let Err(e) = certificate_thumbprint_s256(certificate_pem) {
                     problems.push(FieldProblem::new(
-                        &field("certificate_pem"),
+                        field("certificate_pem"),
                         "invalid_format",
                         e,
                     ));
@@ -387,7 +372,7 @@ impl CredentialInput {
                 if parsed.is_err() {
                     // The message never repeats any of the key.
                     problems.push(FieldProblem::new(
-                        &field("private_key_pem"),
+                        field("private_key_pem"),
                         "invalid_format",
                         "expected an RSA private key in PEM (PKCS#1 or PKCS#8)",
                     ));
