@@ -357,11 +357,7 @@ impl CredentialInput {
                 // A bundle (certificate and key in one PEM, as many .pem files are) is
                 // accepted: only its certificate is kept (see `certificate_only`).
                 if let Err(e) = certificate_thumbprint_s256(certificate_pem) {
-                    problems.push(FieldProblem::new(
-                        field("certificate_pem"),
-                        "invalid_format",
-                        e,
-                    ));
+                    problems.push(FieldProblem::new(field("certificate_pem"), "invalid_format", e));
                 }
                 let key = private_key_pem.expose_secret();
                 let parsed = pem_body(key, &["PRIVATE KEY", "RSA PRIVATE KEY"]).and_then(|_| {

@@ -11,6 +11,7 @@
 mod api_keys;
 mod audit;
 mod error;
+mod jobs;
 mod pool;
 mod tenants;
 mod time;
@@ -18,6 +19,7 @@ mod time;
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use error::StoreError;
+pub use jobs::{Job, JobState, JobStateParseError, NewJob};
 pub use pool::{Backend, MigrationReport, Store, StoreOptions};
 pub use tenants::{
     CredentialSummary, LicenceLevel, NewCredential, NewTenant, StoredCredential, Tenant,

@@ -742,3 +742,192 @@ pub(crate) async fn tenants_due_for_verification_never_verified_first_then_oldes
     let due = store.tenants_due_for_verification(t(100), 10).await.unwrap();
     assert_eq!(due, vec![ids[0].clone(), ids[3].clone()]);
 }
+
+// ---- The job queue ----
+
+const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn new_job(run_at: i64, unique_key: Option<&str>) -> sspr_store::NewJob {
+    sspr_store::NewJob {
+        id: sspr_domain::JobId::new(),
+        kind: "rollout.tenant_step".into(),
+        queue: "default".into(),
+        payload: serde_json::json!({ "step": run_at }),
+        run_at: t(run_at),
+        max_attempts: 2,
+        tenant_id: Some("ten_x".into()),
+        unique_key: unique_key.map(str::to_owned),
+        created_at: t(0),
+    }
+}
+
+pub(crate) async fn jobs_enqueue_is_idempotent_by_unique_key(store: &Store) {
+    use sspr_store::JobState;
+    let (first, created) = store.enqueue_job(new_job(0, Some("tenant-x/step-1"))).await.unwrap();
+    assert!(created);
+    assert_eq!(first.state, JobState::Queued);
+    assert_eq!(first.attempt, 0);
+    assert_eq!(first.payload, serde_json::json!({ "step": 0 }));
+    assert_eq!(store.get_job(&first.id).await.unwrap().as_ref(), Some(&first));
+    // Same key while queued: the existing job, not a new one.
+    let (again, created) = store.enqueue_job(new_job(5, Some("tenant-x/step-1"))).await.unwrap();
+    assert!(!created);
+    assert_eq!(again.id, first.id);
+    // Still deduplicated while running.
+    let claimed = store.claim_jobs("default", "w1", t(1), LEASE, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let (again, created) = store.enqueue_job(new_job(5, Some("tenant-x/step-1"))).await.unwrap();
+    assert!(!created);
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.state, JobState::Running);
+    // Jobs without a key never clash, and other keys do not clash.
+    assert!(store.enqueue_job(new_job(0, None)).await.unwrap().1);
+    assert!(store.enqueue_job(new_job(0, None)).await.unwrap().1);
+    assert!(store.enqueue_job(new_job(0, Some("other"))).await.unwrap().1);
+    // Once the job finished, the key is free again.
+    assert!(store.complete_job(&first.id, 1, t(2)).await.unwrap());
+    let (fresh, created) = store.enqueue_job(new_job(3, Some("tenant-x/step-1"))).await.unwrap();
+    assert!(created);
+    assert_ne!(fresh.id, first.id);
+    let counts = store.count_jobs_by_state("default").await.unwrap();
+    assert_eq!(counts, BTreeMap::from([("queued".into(), 4), ("succeeded".into(), 1)]));
+}
+
+pub(crate) async fn jobs_claim_returns_each_job_once_across_concurrent_claimers(store: &Store) {
+    let mut ids = BTreeSet::new();
+    for i in 0..100 {
+        ids.insert(store.enqueue_job(new_job(i % 7, None)).await.unwrap().0.id);
+    }
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("w{w}");
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_jobs("default", &worker, t(10), LEASE, 3).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                for job in batch {
+                    assert_eq!(job.claimed_by.as_deref(), Some(worker.as_str()));
+                    assert_eq!(job.attempt, 1);
+                    mine.push(job.id);
+                }
+                tokio::task::yield_now().await;
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let unique: BTreeSet<_> = all.iter().cloned().collect();
+    assert_eq!(unique.len(), all.len(), "a job was claimed twice");
+    assert_eq!(unique, ids);
+    let counts = store.count_jobs_by_state("default").await.unwrap();
+    assert_eq!(counts, BTreeMap::from([("running".into(), 100)]));
+}
+
+pub(crate) async fn jobs_claim_in_run_at_order_and_not_before_run_at(store: &Store) {
+    let late = store.enqueue_job(new_job(100, None)).await.unwrap().0;
+    let early = store.enqueue_job(new_job(20, None)).await.unwrap().0;
+    let mut other_queue = new_job(0, None);
+    other_queue.queue = "other".into();
+    store.enqueue_job(other_queue).await.unwrap();
+    assert!(store.claim_jobs("default", "w", t(10), LEASE, 10).await.unwrap().is_empty());
+    assert!(store.claim_jobs("default", "w", t(50), LEASE, 0).await.unwrap().is_empty());
+    let claimed = store.claim_jobs("default", "w", t(100), LEASE, 10).await.unwrap();
+    let ids: Vec<_> = claimed.iter().map(|j| j.id.clone()).collect();
+    assert_eq!(ids, vec![early.id, late.id]);
+    assert_eq!(claimed[0].lease_expires_at, Some(t(130)));
+    assert_eq!(claimed[0].state, sspr_store::JobState::Running);
+    assert_eq!(store.claim_jobs("other", "w", t(100), LEASE, 10).await.unwrap().len(), 1);
+}
+
+pub(crate) async fn jobs_outcomes_are_fenced_by_attempt(store: &Store) {
+    use sspr_store::JobState;
+    let job = store.enqueue_job(new_job(0, None)).await.unwrap().0;
+    let first = store.claim_jobs("default", "w1", t(0), LEASE, 1).await.unwrap().remove(0);
+    assert_eq!(first.attempt, 1);
+    // A retryable failure requeues at retry_at, keeping the error.
+    assert!(store.fail_job(&job.id, 1, t(5), "throttled", Some(t(60))).await.unwrap());
+    let queued = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(queued.state, JobState::Queued);
+    assert_eq!(queued.run_at, t(60));
+    assert_eq!(queued.last_error.as_deref(), Some("throttled"));
+    assert_eq!(queued.lease_expires_at, None);
+    assert_eq!(queued.finished_at, None);
+    // Attempt 1 is over: none of its writes count any more.
+    assert!(!store.heartbeat_job(&job.id, 1, t(6), LEASE).await.unwrap());
+    assert!(!store.complete_job(&job.id, 1, t(6)).await.unwrap());
+    assert!(!store.fail_job(&job.id, 1, t(6), "late", None).await.unwrap());
+    let second = store.claim_jobs("default", "w2", t(60), LEASE, 1).await.unwrap().remove(0);
+    assert_eq!(second.attempt, 2);
+    assert!(!store.complete_job(&job.id, 1, t(61)).await.unwrap());
+    assert!(store.heartbeat_job(&job.id, 2, t(70), LEASE).await.unwrap());
+    let beat = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(beat.lease_expires_at, Some(t(100)));
+    // The last attempt: a retryable failure still fails for good.
+    assert!(store.fail_job(&job.id, 2, t(80), "throttled again", Some(t(200))).await.unwrap());
+    let failed = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(failed.finished_at, Some(t(80)));
+    assert_eq!(failed.run_at, t(60));
+    assert_eq!(failed.last_error.as_deref(), Some("throttled again"));
+    assert!(!store.complete_job(&job.id, 2, t(81)).await.unwrap());
+    // A permanent failure (no retry_at) fails at once even with attempts left.
+    let other = store.enqueue_job(new_job(0, None)).await.unwrap().0;
+    store.claim_jobs("default", "w", t(90), LEASE, 1).await.unwrap();
+    assert!(store.fail_job(&other.id, 1, t(91), "bad payload", None).await.unwrap());
+    assert_eq!(store.get_job(&other.id).await.unwrap().unwrap().state, JobState::Failed);
+}
+
+pub(crate) async fn jobs_expired_leases_are_reaped(store: &Store) {
+    use sspr_store::JobState;
+    let job = store.enqueue_job(new_job(0, None)).await.unwrap().0;
+    store.claim_jobs("default", "w1", t(0), LEASE, 1).await.unwrap();
+    // Not yet expired, and a heartbeat moves the expiry.
+    assert_eq!(store.reap_expired_jobs(t(29)).await.unwrap(), 0);
+    assert!(store.heartbeat_job(&job.id, 1, t(20), LEASE).await.unwrap());
+    assert_eq!(store.reap_expired_jobs(t(49)).await.unwrap(), 0);
+    assert_eq!(store.reap_expired_jobs(t(50)).await.unwrap(), 1);
+    let rescued = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(rescued.state, JobState::Queued);
+    assert_eq!(rescued.run_at, t(50));
+    assert_eq!(rescued.last_error.as_deref(), Some("lease expired"));
+    assert!(!store.complete_job(&job.id, 1, t(51)).await.unwrap());
+    // The second and last attempt expires too: the job fails.
+    let again = store.claim_jobs("default", "w2", t(50), LEASE, 1).await.unwrap().remove(0);
+    assert_eq!(again.attempt, 2);
+    assert_eq!(store.reap_expired_jobs(t(100)).await.unwrap(), 1);
+    let failed = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(failed.finished_at, Some(t(100)));
+    assert_eq!(failed.last_error.as_deref(), Some("lease expired"));
+    assert_eq!(store.reap_expired_jobs(t(1000)).await.unwrap(), 0);
+}
+
+pub(crate) async fn jobs_claim_plan_uses_the_claim_index(store: &Store) {
+    for i in 0..50 {
+        store.enqueue_job(new_job(i, None)).await.unwrap();
+    }
+    let plan = store.explain_claim_jobs().await.unwrap();
+    let text = plan.join("\n");
+    match store.backend() {
+        sspr_store::Backend::Sqlite => {
+            // The subquery that picks the jobs searches the (state, run_at, id) index; a bare
+            // `SCAN jobs` would read every finished job on each claim.
+            assert!(
+                plan.iter().any(|l| l.contains("USING") && l.contains("jobs_state_run_at_idx")),
+                "{text}"
+            );
+            assert!(!plan.iter().any(|l| l.trim() == "SCAN jobs"), "{text}");
+            assert!(!text.contains("TEMP B-TREE"), "the index must give the order: {text}");
+        }
+        sspr_store::Backend::Postgres => {
+            assert!(text.contains("jobs_queued_idx"), "{text}");
+        }
+    }
+}

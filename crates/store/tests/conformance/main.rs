@@ -53,6 +53,12 @@ conformance!(
     tenant_credential_is_replaced_atomically,
     credentials_rewrap_skips_rows_changed_meanwhile,
     tenants_due_for_verification_never_verified_first_then_oldest,
+    jobs_enqueue_is_idempotent_by_unique_key,
+    jobs_claim_returns_each_job_once_across_concurrent_claimers,
+    jobs_claim_in_run_at_order_and_not_before_run_at,
+    jobs_outcomes_are_fenced_by_attempt,
+    jobs_expired_leases_are_reaped,
+    jobs_claim_plan_uses_the_claim_index,
 );
 
 /// Both dialects must carry the same migrations under the same names, so that a database can
