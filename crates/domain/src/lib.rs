@@ -8,6 +8,7 @@
 mod access;
 mod clock;
 mod ids;
+pub mod methods_plan;
 mod policy;
 mod problem;
 mod redact;
