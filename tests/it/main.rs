@@ -8,5 +8,6 @@ mod audit;
 mod auth;
 mod errors;
 mod ops;
+mod rollouts;
 mod shutdown;
 mod tenants;

@@ -100,6 +100,22 @@ prefixed_id!(
     JobId,
     "job_"
 );
+prefixed_id!(
+    /// Identifies a rollout: one desired SSPR state applied to a set of tenants in waves.
+    RolloutId,
+    "rol_"
+);
+prefixed_id!(
+    /// Identifies a snapshot of a tenant setting taken before a rollout step changed it, kept
+    /// so that the rollout can be rolled back.
+    SnapshotId,
+    "snap_"
+);
+prefixed_id!(
+    /// Identifies a manual task a rollout raised for an operator to carry out and attest.
+    TaskId,
+    "task_"
+);
 
 #[cfg(test)]
 mod tests {

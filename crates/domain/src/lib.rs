@@ -13,13 +13,17 @@ mod policy;
 mod problem;
 mod redact;
 pub mod rollout;
+mod rollout_spec;
 
 pub use access::{Access, Role, RoleParseError, TenantScope};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use ids::{ApiKeyId, AuditId, CredentialId, IdParseError, JobId, TenantId};
+pub use ids::{
+    ApiKeyId, AuditId, CredentialId, IdParseError, JobId, RolloutId, SnapshotId, TaskId, TenantId,
+};
 pub use policy::{
     AuthenticatorMode, AuthenticatorSpec, CampaignSpec, MAX_PILOT_MEMBERS, MethodsSpec,
     PilotGroupSpec, ScopeMode, SsprPolicy,
 };
 pub use problem::FieldProblem;
 pub use redact::{is_identifier, redact_field_path, redact_serde_message};
+pub use rollout_spec::{Approval, Gates, MAX_SELECTED_IDS, RolloutSpec, TenantSelector, WavePlan};

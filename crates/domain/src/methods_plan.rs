@@ -16,7 +16,19 @@ use crate::SsprPolicy;
 pub const ALL_USERS: &str = "all_users";
 
 /// The methods an SSPR rollout manages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MethodKey {
     /// Microsoft Authenticator.
@@ -33,7 +45,7 @@ impl MethodKey {
 }
 
 /// A method as the tenant has it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MethodNow {
     /// Which method.
     pub key: MethodKey,
@@ -44,7 +56,7 @@ pub struct MethodNow {
 }
 
 /// A method as a stage wants it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MethodChange {
     /// Which method.
     pub key: MethodKey,
@@ -57,7 +69,7 @@ pub struct MethodChange {
 }
 
 /// The registration campaign as the tenant has it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CampaignNow {
     /// `state == enabled`.
     pub enabled: bool,
@@ -68,7 +80,7 @@ pub struct CampaignNow {
 }
 
 /// A change to the campaign.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CampaignChange {
     /// As found.
     pub before: CampaignNow,
@@ -77,7 +89,7 @@ pub struct CampaignChange {
 }
 
 /// Which stage of the per-tenant rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "stage")]
 pub enum Stage {
     /// Methods and campaign targeted at the scope group.

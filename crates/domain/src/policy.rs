@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::FieldProblem;
 
 /// Microsoft Authenticator's authentication mode for the include target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthenticatorMode {
     /// Push notifications and passwordless sign-in.
@@ -34,7 +34,7 @@ impl AuthenticatorMode {
 }
 
 /// Microsoft Authenticator in the desired state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthenticatorSpec {
     /// Enable it (default true).
@@ -68,7 +68,7 @@ fn default_snooze_days() -> u8 {
 }
 
 /// The methods users may register and reset with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MethodsSpec {
     /// Microsoft Authenticator.
@@ -98,7 +98,7 @@ impl Default for MethodsSpec {
 }
 
 /// The Authenticator registration campaign (a nudge at sign-in).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignSpec {
     /// Run the campaign (default false).
@@ -116,7 +116,7 @@ impl Default for CampaignSpec {
 }
 
 /// The pilot (scope) group: created with this name, or an existing group by id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PilotGroupSpec {
     /// Name of the group sspr-fleet creates (or reuses, if it created it before).
@@ -131,7 +131,7 @@ pub struct PilotGroupSpec {
 }
 
 /// How SSPR's own scope ("Selected" = the group) gets set in each tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ScopeMode {
     /// A technician sets it in the portal and attests it (no Graph API exists).
@@ -142,7 +142,7 @@ pub enum ScopeMode {
 }
 
 /// The desired SSPR state of a rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SsprPolicy {
     /// The methods.

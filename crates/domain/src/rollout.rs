@@ -4,7 +4,19 @@
 use serde::{Deserialize, Serialize};
 
 /// Where one tenant stands in a rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    PartialOrd,
+    Ord,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantState {
     /// Waiting for its wave.
@@ -151,7 +163,7 @@ impl TenantState {
 }
 
 /// Which tenants go first, as canaries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Canary {
     /// These tenants (ids), in this order.
@@ -167,7 +179,7 @@ pub enum Canary {
 }
 
 /// How the rest is cut into waves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Batches {
     /// Waves of `size` tenants.
@@ -227,7 +239,7 @@ pub fn plan_waves(
 }
 
 /// How many failures a wave tolerates before the rollout pauses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum FailureBudget {
     /// At most this many failed tenants per wave.

@@ -155,6 +155,11 @@ impl Registry {
         &self.store
     }
 
+    /// The Graph client (one per process, so that its rate limits cover every caller).
+    pub fn graph(&self) -> &GraphClient {
+        &self.graph
+    }
+
     /// The settings.
     pub fn settings(&self) -> &RegistrySettings {
         &self.settings

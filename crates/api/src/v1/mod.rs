@@ -2,6 +2,7 @@
 
 pub(crate) mod api_keys;
 pub(crate) mod audit;
+pub(crate) mod rollouts;
 pub(crate) mod tenants;
 
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -10,6 +11,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
     api_keys::configure(cfg);
     audit::configure(cfg);
+    rollouts::configure(cfg);
     tenants::configure(cfg);
 }
 

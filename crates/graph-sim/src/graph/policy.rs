@@ -61,7 +61,9 @@ pub(crate) fn default_configs(
     METHODS
         .iter()
         .filter_map(|(id, _, _)| {
-            default_config(id, states.get(&id.to_ascii_lowercase()).map(String::as_str))
+            // Scenario keys match method ids in any case (`microsoftAuthenticator`, `sms`).
+            let state = states.iter().find(|(k, _)| k.eq_ignore_ascii_case(id)).map(|(_, v)| v);
+            default_config(id, state.map(String::as_str))
         })
         .collect()
 }

@@ -1,0 +1,514 @@
+//! The plan of a rollout: for each selected tenant, what each step would change, compared with
+//! what the tenant has now, and which tenants are blocked and why. Made with Graph reads only:
+//! planning never writes to a tenant.
+
+use std::{
+    collections::{BTreeSet, HashSet},
+    sync::Arc,
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sspr_domain::{
+    RolloutSpec, ScopeMode, TenantId,
+    methods_plan::{Stage, plan_campaign, plan_methods},
+    rollout::plan_waves,
+};
+use sspr_graph::{GraphClient, GraphError, types::Group};
+use sspr_registry::{Registry, RegistryError, failure_code};
+use sspr_store::{LicenceLevel, Store, StoreError, Tenant, TenantFilter, TenantStatus};
+use tokio::sync::Semaphore;
+use utoipa::ToSchema;
+
+use crate::{
+    SCOPE_GROUP_DESCRIPTION,
+    graph_state::{campaign_now, methods_now},
+};
+
+/// Why a plan could not be made at all.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The database failed.
+    #[error("database error")]
+    Store(#[from] StoreError),
+}
+
+/// One step of a tenant's rollout, as it would run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PlannedStep {
+    /// The step: `scope_group`, `pilot_members`, `methods_pilot`, `campaign_pilot`,
+    /// `scope_task`, `pilot_verify`, `gate`, `methods_all`, `campaign_all`, `scope_all`.
+    pub step: String,
+    /// What it would do: `create`, `reuse`, `use_existing`, `add`, `update`, `none`, `skip`,
+    /// `task`, `adapter`, `wait`, `dynamic_rule`, `kept_by_sspr_fleet`.
+    pub action: String,
+    /// One line for people.
+    pub summary: String,
+    /// The facts: current and desired values, ids, counts.
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+/// A reason a tenant cannot start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Blocker {
+    /// Stable code: the tenant's readiness reason (`license_missing`, `consent_missing`, ...),
+    /// `not_verified`, `pilot_group_not_found`, `pilot_group_name_taken`,
+    /// `pilot_group_ambiguous`, `pilot_user_not_found`, or a Graph failure code.
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+/// What the rollout would do in one tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TenantPlan {
+    /// The tenant.
+    pub tenant_id: String,
+    /// Its name.
+    pub display_name: String,
+    /// Its wave (0 is the canaries, if any).
+    pub wave: usize,
+    /// `ready` or `blocked`.
+    pub status: String,
+    /// Why it is blocked.
+    pub blocker: Option<Blocker>,
+    /// The steps, in order (empty when blocked before any Graph read).
+    pub steps: Vec<PlannedStep>,
+}
+
+/// The plan of a whole rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Plan {
+    /// Tenants by wave, in order.
+    pub waves: Vec<Vec<String>>,
+    /// Every selected tenant's plan, in wave order.
+    pub tenants: Vec<TenantPlan>,
+    /// Tenants that can start.
+    pub ready: usize,
+    /// Tenants that cannot.
+    pub blocked: usize,
+    /// Ids in the selector that name no active tenant within the caller's reach.
+    pub not_found: Vec<String>,
+}
+
+/// Makes plans.
+#[derive(Debug, Clone)]
+pub struct Planner {
+    registry: Registry,
+    graph: GraphClient,
+    concurrency: usize,
+}
+
+fn blocker(code: &str, message: impl Into<String>) -> Blocker {
+    Blocker { code: code.to_owned(), message: message.into() }
+}
+
+fn step(step: &str, action: &str, summary: impl Into<String>, detail: Value) -> PlannedStep {
+    PlannedStep { step: step.into(), action: action.into(), summary: summary.into(), detail }
+}
+
+fn graph_blocker(e: &GraphError) -> Blocker {
+    blocker(failure_code(e), format!("Microsoft Graph refused a read: {}", e.reason()))
+}
+
+/// The tenants a selector names, within `within`, in order: listed ids first, then tagged or
+/// all tenants in onboarding order; and the listed ids that name no active tenant in reach.
+pub async fn select_tenants(
+    store: &Store,
+    spec: &RolloutSpec,
+    within: Option<&BTreeSet<String>>,
+) -> Result<(Vec<Tenant>, Vec<String>), StoreError> {
+    let mut seen = HashSet::new();
+    let mut selected = Vec::new();
+    let mut not_found = Vec::new();
+    for id in &spec.selector.tenant_ids {
+        let reachable = within.is_none_or(|w| w.contains(id));
+        let tenant = match id.parse::<TenantId>() {
+            Ok(tid) if reachable => store.get_tenant(&tid).await?,
+            _ => None,
+        };
+        match tenant {
+            Some(t) if t.status != TenantStatus::Offboarded => {
+                if seen.insert(t.id.to_string()) {
+                    selected.push(t);
+                }
+            }
+            _ => not_found.push(id.clone()),
+        }
+    }
+    let tags: Vec<Option<String>> = if spec.selector.all {
+        vec![None]
+    } else {
+        spec.selector.tags.iter().map(|t| Some(t.trim().to_ascii_lowercase())).collect()
+    };
+    let mut more = Vec::new();
+    for tag in tags {
+        let mut after = None;
+        loop {
+            let filter = TenantFilter {
+                tag: tag.clone(),
+                within: within.cloned(),
+                after_id: after.clone(),
+                limit: 1000,
+                ..TenantFilter::default()
+            };
+            let page = store.list_tenants(&filter).await?;
+            let done = page.len() < 1000;
+            after = page.last().map(|t| t.id.to_string());
+            for t in page {
+                if seen.insert(t.id.to_string()) {
+                    more.push(t);
+                }
+            }
+            if done {
+                break;
+            }
+        }
+    }
+    more.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+    selected.extend(more);
+    Ok((selected, not_found))
+}
+
+impl Planner {
+    /// A planner reading tenants and Graph through `registry` (and its one Graph client),
+    /// checking at most `concurrency` tenants at once.
+    pub fn new(registry: Registry, concurrency: usize) -> Self {
+        let graph = registry.graph().clone();
+        Self { registry, graph, concurrency: concurrency.max(1) }
+    }
+
+    /// Plans `spec` over the tenants it selects within `within` (a restricted key's tenants).
+    pub async fn plan(
+        &self,
+        spec: &RolloutSpec,
+        within: Option<&BTreeSet<String>>,
+    ) -> Result<Plan, PlanError> {
+        let (tenants, not_found) = select_tenants(self.registry.store(), spec, within).await?;
+        let ids: Vec<String> = tenants.iter().map(|t| t.id.to_string()).collect();
+        let waves = plan_waves(&ids, spec.waves.canary.as_ref(), spec.waves.batches);
+        let wave_of = |id: &str| waves.iter().position(|w| w.iter().any(|t| t == id)).unwrap_or(0);
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, tenant) in tenants.into_iter().enumerate() {
+            let planner = self.clone();
+            let spec = spec.clone();
+            let slots = slots.clone();
+            let wave = wave_of(tenant.id.as_str());
+            tasks.spawn(async move {
+                let _slot = slots.acquire().await;
+                (i, planner.plan_tenant(&tenant, &spec, wave).await)
+            });
+        }
+        let mut plans = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(done) = done {
+                plans.push(done);
+            }
+        }
+        plans.sort_by_key(|(i, p)| (p.wave, *i));
+        let tenants: Vec<TenantPlan> = plans.into_iter().map(|(_, p)| p).collect();
+        let blocked = tenants.iter().filter(|t| t.blocker.is_some()).count();
+        Ok(Plan { waves, ready: tenants.len() - blocked, blocked, tenants, not_found })
+    }
+
+    /// Plans one tenant.
+    pub async fn plan_tenant(
+        &self,
+        tenant: &Tenant,
+        spec: &RolloutSpec,
+        wave: usize,
+    ) -> TenantPlan {
+        let mut plan = TenantPlan {
+            tenant_id: tenant.id.to_string(),
+            display_name: tenant.display_name.clone(),
+            wave,
+            status: "ready".into(),
+            blocker: None,
+            steps: Vec::new(),
+        };
+        match self.steps(tenant, spec).await {
+            Ok(steps) => plan.steps = steps,
+            Err((b, steps)) => {
+                plan.status = "blocked".into();
+                plan.blocker = Some(b);
+                plan.steps = steps;
+            }
+        }
+        plan
+    }
+
+    async fn steps(
+        &self,
+        tenant: &Tenant,
+        spec: &RolloutSpec,
+    ) -> Result<Vec<PlannedStep>, (Blocker, Vec<PlannedStep>)> {
+        let none = Vec::new;
+        match tenant.status {
+            TenantStatus::Ready => {}
+            TenantStatus::Unverified => {
+                return Err((
+                    blocker(
+                        "not_verified",
+                        "verify the tenant first (POST /v1/tenants/{id}/verify)",
+                    ),
+                    none(),
+                ));
+            }
+            _ => {
+                let code = tenant.status_reason.clone().unwrap_or_else(|| "not_ready".into());
+                return Err((
+                    blocker(
+                        &code,
+                        "the tenant's last verification found it not ready; see its readiness report",
+                    ),
+                    none(),
+                ));
+            }
+        }
+        let graph_tenant = match self.registry.graph_tenant(tenant).await {
+            Ok(t) => t,
+            Err(RegistryError::Vault(_)) => {
+                return Err((
+                    blocker(
+                        "credentials_unreadable",
+                        "the stored credentials cannot be decrypted with the configured master key",
+                    ),
+                    none(),
+                ));
+            }
+            Err(e) => return Err((blocker("credentials_missing", e.to_string()), none())),
+        };
+        let g = &self.graph;
+        let t = &graph_tenant;
+        let policy = &spec.policy;
+        let group_lookup = async {
+            match (&policy.pilot_group.id, &policy.pilot_group.name) {
+                (Some(id), _) => {
+                    g.group(t, id.trim()).await.map(|g| g.into_iter().collect::<Vec<Group>>())
+                }
+                (None, Some(name)) => g.groups_named(t, name.trim()).await,
+                (None, None) => Ok(Vec::new()),
+            }
+        };
+        let (methods, groups, users) =
+            tokio::join!(g.methods_policy(t), group_lookup, g.users_registered_by_feature(t));
+        let methods = methods.map_err(|e| (graph_blocker(&e), none()))?;
+        let groups = groups.map_err(|e| (graph_blocker(&e), none()))?;
+        // Reports need P1/P2; without them, whether SSPR is already on for all is unknown.
+        let already_all = users.as_ref().ok().is_some_and(|u| {
+            let enabled = u
+                .user_registration_feature_counts
+                .iter()
+                .find(|c| c.feature == "ssprEnabled")
+                .map_or(0, |c| c.user_count);
+            u.total_user_count > 0 && enabled >= u.total_user_count
+        });
+        let mut steps = Vec::new();
+
+        // The scope group.
+        let (group_id, group_exists) = match (&policy.pilot_group.id, groups.as_slice()) {
+            (Some(id), [found]) => {
+                steps.push(step(
+                    "scope_group",
+                    "use_existing",
+                    format!("use the group {}", found.display_name.as_deref().unwrap_or(id)),
+                    json!({"group_id": found.id}),
+                ));
+                (found.id.clone(), true)
+            }
+            (Some(id), _) => {
+                return Err((
+                    blocker("pilot_group_not_found", format!("no group has the id {id}")),
+                    steps,
+                ));
+            }
+            (None, []) => {
+                let name = policy.pilot_group.name.clone().unwrap_or_default();
+                steps.push(step(
+                    "scope_group",
+                    "create",
+                    format!("create the security group \"{}\"", name.trim()),
+                    json!({"display_name": name.trim(), "description": SCOPE_GROUP_DESCRIPTION}),
+                ));
+                ("(new group)".to_owned(), false)
+            }
+            (None, [found]) if found.description.as_deref() == Some(SCOPE_GROUP_DESCRIPTION) => {
+                steps.push(step(
+                    "scope_group",
+                    "reuse",
+                    "reuse the scope group sspr-fleet created before",
+                    json!({"group_id": found.id}),
+                ));
+                (found.id.clone(), true)
+            }
+            (None, [found]) => {
+                return Err((
+                    blocker(
+                        "pilot_group_name_taken",
+                        format!(
+                            "a group named like the pilot group exists ({}) and sspr-fleet did not create it: name its id in the policy to use it, or choose another name",
+                            found.id
+                        ),
+                    ),
+                    steps,
+                ));
+            }
+            (None, _) => {
+                return Err((
+                    blocker(
+                        "pilot_group_ambiguous",
+                        "several groups have the pilot group's name: name the one to use by its id",
+                    ),
+                    steps,
+                ));
+            }
+        };
+
+        // Pilot members.
+        let mut members_now: HashSet<String> = HashSet::new();
+        if group_exists {
+            let listed = g
+                .group_members(t, &group_id)
+                .await
+                .map_err(|e| (graph_blocker(&e), steps.clone()))?;
+            members_now.extend(listed.into_iter().map(|m| m.id.to_ascii_lowercase()));
+        }
+        let mut to_add = Vec::new();
+        let mut already = 0usize;
+        let mut unresolved = Vec::new();
+        for member in &policy.pilot_group.members {
+            match g.user(t, member.trim()).await {
+                Ok(Some(u)) if members_now.contains(&u.id.to_ascii_lowercase()) => already += 1,
+                Ok(Some(u)) => {
+                    to_add.push(json!({"id": u.id, "user_principal_name": u.user_principal_name}))
+                }
+                Ok(None) => unresolved.push(member.clone()),
+                Err(e) => return Err((graph_blocker(&e), steps)),
+            }
+        }
+        if !unresolved.is_empty() {
+            return Err((
+                blocker(
+                    "pilot_user_not_found",
+                    format!("{} pilot users are not in the tenant", unresolved.len()),
+                ),
+                {
+                    steps.push(step(
+                        "pilot_members",
+                        "add",
+                        "some pilot users were not found",
+                        json!({"not_found": unresolved}),
+                    ));
+                    steps
+                },
+            ));
+        }
+        if already_all {
+            steps.push(step(
+                "pilot_members",
+                "skip",
+                "SSPR is already enabled for every user: the scope steps are skipped",
+                json!({}),
+            ));
+        } else {
+            steps.push(step(
+                "pilot_members",
+                if to_add.is_empty() { "none" } else { "add" },
+                format!("add {} pilot users ({} already members)", to_add.len(), already),
+                json!({"add": to_add, "already_members": already}),
+            ));
+        }
+
+        // Methods and campaign, pilot then all.
+        let current = methods_now(&methods);
+        let pilot = Stage::Pilot { group_id: group_id.clone() };
+        let pilot_changes = plan_methods(policy, &current, &pilot);
+        steps.push(step(
+            "methods_pilot",
+            if pilot_changes.is_empty() { "none" } else { "update" },
+            format!("{} methods to enable or widen for the pilot group", pilot_changes.len()),
+            serde_json::to_value(&pilot_changes).unwrap_or_default(),
+        ));
+        let campaign = campaign_now(&methods);
+        let campaign_pilot = plan_campaign(policy, &campaign, &pilot);
+        steps.push(step(
+            "campaign_pilot",
+            if campaign_pilot.is_some() { "update" } else { "none" },
+            if policy.registration_campaign.enabled {
+                "target the registration campaign at the pilot group"
+            } else {
+                "the registration campaign is not managed"
+            },
+            serde_json::to_value(&campaign_pilot).unwrap_or_default(),
+        ));
+        if !already_all {
+            let checklist = json!({
+                "self_service_password_reset_enabled": "Selected",
+                "selected_group": {"name": policy.pilot_group.name, "id": group_id},
+                "number_of_methods_required": policy.methods_required,
+                "require_users_to_register_when_signing_in": policy.register_at_sign_in,
+                "days_before_users_are_asked_to_reconfirm": policy.reconfirm_days,
+                "security_questions": "off",
+                "password_writeback": if tenant.licence == LicenceLevel::P1 || tenant.licence == LicenceLevel::P2 { "on, if users are synced from on-premises" } else { "not licensed" },
+            });
+            match policy.scope_mode {
+                ScopeMode::Manual => steps.push(step("scope_task", "task", "a technician sets SSPR to Selected = the scope group in the Entra admin center and attests it", checklist)),
+                ScopeMode::Portal => steps.push(step("scope_task", "adapter", "the unsupported portal adapter sets SSPR to Selected = the scope group", checklist)),
+            }
+        }
+        steps.push(step(
+            "pilot_verify",
+            "wait",
+            "wait until the pilot users show isSsprEnabled",
+            json!({"pilot_users": policy.pilot_group.members.len()}),
+        ));
+        steps.push(step(
+            "gate",
+            "wait",
+            "wait for the gates",
+            serde_json::to_value(&spec.gates).unwrap_or_default(),
+        ));
+        // What the all stage would change, once the pilot changes are in place.
+        let mut after_pilot = current.clone();
+        for c in &pilot_changes {
+            if let Some(m) = after_pilot.iter_mut().find(|m| m.key == c.key) {
+                *m = c.after.clone();
+            }
+        }
+        let all_changes = plan_methods(policy, &after_pilot, &Stage::All);
+        steps.push(step(
+            "methods_all",
+            if all_changes.is_empty() { "none" } else { "update" },
+            format!("{} methods to open to all users", all_changes.len()),
+            serde_json::to_value(&all_changes).unwrap_or_default(),
+        ));
+        let campaign_after = campaign_pilot.map(|c| c.after).unwrap_or(campaign);
+        let campaign_all = plan_campaign(policy, &campaign_after, &Stage::All);
+        steps.push(step(
+            "campaign_all",
+            if campaign_all.is_some() { "update" } else { "none" },
+            if policy.registration_campaign.enabled {
+                "open the registration campaign to all users"
+            } else {
+                "the registration campaign is not managed"
+            },
+            serde_json::to_value(&campaign_all).unwrap_or_default(),
+        ));
+        if !already_all {
+            let dynamic = matches!(tenant.licence, LicenceLevel::P1 | LicenceLevel::P2);
+            steps.push(step(
+                "scope_all",
+                if dynamic { "dynamic_rule" } else { "kept_by_sspr_fleet" },
+                if dynamic {
+                    "the scope group takes every enabled member user by a dynamic membership rule"
+                } else {
+                    "no Entra ID P1: sspr-fleet adds every enabled member user to the scope group and keeps it current"
+                },
+                json!({"group_id": group_id, "licence": tenant.licence.as_str()}),
+            ));
+        }
+        Ok(steps)
+    }
+}
