@@ -133,6 +133,16 @@ mod tests {
     }
 
     #[test]
+    fn rollout_ids_have_their_own_prefixes() {
+        assert!(RolloutId::new().as_str().starts_with("rol_"));
+        assert!(SnapshotId::new().as_str().starts_with("snap_"));
+        let task = TaskId::new();
+        assert!(task.as_str().starts_with("task_"));
+        assert_eq!(task.as_str().parse::<TaskId>(), Ok(task.clone()));
+        assert!(task.as_str().parse::<SnapshotId>().is_err());
+    }
+
+    #[test]
     fn ids_of_another_kind_or_shape_are_rejected() {
         let audit = AuditId::new();
         assert!(audit.as_str().parse::<ApiKeyId>().is_err());

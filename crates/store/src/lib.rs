@@ -13,6 +13,7 @@ mod audit;
 mod error;
 mod jobs;
 mod pool;
+mod rollouts;
 mod tenants;
 mod time;
 
@@ -21,6 +22,10 @@ pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use error::StoreError;
 pub use jobs::{Job, JobState, JobStateParseError, NewJob};
 pub use pool::{Backend, MigrationReport, Store, StoreOptions};
+pub use rollouts::{
+    NewEvent, NewRollout, NewRolloutTenant, Rollout, RolloutEvent, RolloutFilter, RolloutTenant,
+    Snapshot, Task, TaskFilter, TenantUpdate,
+};
 pub use tenants::{
     CredentialSummary, LicenceLevel, NewCredential, NewTenant, StoredCredential, Tenant,
     TenantFilter, TenantPatch, TenantStatus, VerificationRecord,

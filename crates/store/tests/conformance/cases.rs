@@ -931,3 +931,877 @@ pub(crate) async fn jobs_claim_plan_uses_the_claim_index(store: &Store) {
         }
     }
 }
+
+// ---- Rollouts ----
+
+/// A rollout over `tenants`, given as `(tenant id, wave)`; positions follow the slice order
+/// within each wave.
+fn new_rollout(tenants: &[(&str, i32)], key: Option<&str>) -> sspr_store::NewRollout {
+    let mut positions = BTreeMap::<i32, i32>::new();
+    let tenants = tenants
+        .iter()
+        .map(|(tenant, wave)| {
+            let position = positions.entry(*wave).or_insert(0);
+            *position += 1;
+            sspr_store::NewRolloutTenant {
+                tenant_id: (*tenant).to_owned(),
+                wave: *wave,
+                position: *position,
+            }
+        })
+        .collect();
+    sspr_store::NewRollout {
+        id: sspr_domain::RolloutId::new(),
+        name: "SSPR for everyone".into(),
+        spec: serde_json::json!({ "methods": { "sms": "enabled" }, "scope": "group" }),
+        wave_count: 2,
+        created_by: "key_ops".into(),
+        idempotency_key: key.map(str::to_owned),
+        created_at: t(0),
+        tenants,
+    }
+}
+
+fn event(at: i64, tenant: Option<&str>, kind: &str) -> sspr_store::NewEvent {
+    sspr_store::NewEvent {
+        tenant_id: tenant.map(str::to_owned),
+        at: t(at),
+        actor: "engine".into(),
+        kind: kind.into(),
+        from_state: None,
+        to_state: None,
+        detail: serde_json::json!({ "at": at }),
+    }
+}
+
+fn move_to(state: &str, at: i64) -> sspr_store::TenantUpdate {
+    sspr_store::TenantUpdate {
+        to_state: state.into(),
+        paused_from: None,
+        reason: None,
+        last_error: None,
+        scope_group_id: None,
+        gate_entered_at: None,
+        at: t(at),
+    }
+}
+
+fn set_of(ids: &[&str]) -> BTreeSet<String> {
+    ids.iter().map(|s| (*s).to_owned()).collect()
+}
+
+async fn all_events(store: &Store, id: &sspr_domain::RolloutId) -> Vec<sspr_store::RolloutEvent> {
+    store.list_rollout_events(id, None, None, None, 1000).await.unwrap()
+}
+
+pub(crate) async fn rollout_round_trips_with_pending_tenants_and_a_created_event(store: &Store) {
+    let new = new_rollout(&[("ten_a", 0), ("ten_b", 1), ("ten_c", 1)], None);
+    let created = store.insert_rollout(new.clone()).await.unwrap();
+    assert_eq!(created.id, new.id);
+    assert_eq!(created.name, new.name);
+    assert_eq!(created.spec, new.spec);
+    assert_eq!(created.state, "running");
+    assert_eq!(created.state_reason, None);
+    assert_eq!((created.current_wave, created.wave_count), (0, 2));
+    assert_eq!(created.created_by, "key_ops");
+    assert_eq!(created.idempotency_key, None);
+    assert_eq!((created.created_at, created.updated_at, created.finished_at), (t(0), t(0), None));
+    assert_eq!(store.get_rollout(&created.id).await.unwrap().as_ref(), Some(&created));
+    assert!(store.get_rollout(&sspr_domain::RolloutId::new()).await.unwrap().is_none());
+
+    let tenants =
+        store.list_rollout_tenants(&created.id, None, None, None, None, 100).await.unwrap();
+    let placed: Vec<_> =
+        tenants.iter().map(|t| (t.tenant_id.as_str(), t.wave, t.position)).collect();
+    assert_eq!(placed, vec![("ten_a", 0, 1), ("ten_b", 1, 1), ("ten_c", 1, 2)]);
+    for tenant in &tenants {
+        assert_eq!(tenant.rollout_id, created.id);
+        assert_eq!(tenant.state, "pending");
+        assert_eq!(tenant.updated_at, t(0));
+        assert_eq!(
+            (&tenant.paused_from, &tenant.reason, &tenant.last_error, &tenant.scope_group_id),
+            (&None, &None, &None, &None)
+        );
+        assert_eq!((tenant.gate_entered_at, tenant.approved_at), (None, None));
+    }
+    let one = store.get_rollout_tenant(&created.id, "ten_b").await.unwrap().unwrap();
+    assert_eq!(one, tenants[1]);
+    assert!(store.get_rollout_tenant(&created.id, "ten_z").await.unwrap().is_none());
+
+    let events = all_events(store, &created.id).await;
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!((e.kind.as_str(), e.actor.as_str(), e.at), ("created", "key_ops", t(0)));
+    assert_eq!(e.tenant_id, None);
+    assert_eq!(e.rollout_id, created.id);
+    assert_eq!(e.to_state.as_deref(), Some("running"));
+
+    // A tenant listed twice is refused, and nothing of that rollout is left behind.
+    let twice = new_rollout(&[("ten_a", 0), ("ten_a", 1)], None);
+    let err = store.insert_rollout(twice.clone()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { what: "rollout tenant" }), "got {err:?}");
+    assert!(store.get_rollout(&twice.id).await.unwrap().is_none());
+    assert!(all_events(store, &twice.id).await.is_empty());
+}
+
+pub(crate) async fn rollout_tenants_page_by_wave_and_position(store: &Store) {
+    // Wave 1 is listed before wave 2 whatever the tenant ids; within a wave, by position.
+    let new = new_rollout(
+        &[("ten_z", 1), ("ten_y", 1), ("ten_b", 2), ("ten_x", 1), ("ten_a", 2), ("ten_0", 0)],
+        None,
+    );
+    let id = store.insert_rollout(new).await.unwrap().id;
+    let order = ["ten_0", "ten_z", "ten_y", "ten_x", "ten_b", "ten_a"];
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page =
+            store.list_rollout_tenants(&id, None, None, None, cursor.as_deref(), 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        cursor = page.last().map(|t| t.tenant_id.clone());
+        seen.extend(page.into_iter().map(|t| t.tenant_id));
+    }
+    assert_eq!(seen, order);
+    // A tenant changing state does not move it in the order.
+    assert!(
+        store
+            .transition_rollout_tenant(
+                &id,
+                "ten_y",
+                "pending",
+                move_to("preflight", 1),
+                event(1, Some("ten_y"), "transition")
+            )
+            .await
+            .unwrap()
+    );
+    let page = store.list_rollout_tenants(&id, None, None, None, Some("ten_z"), 2).await.unwrap();
+    assert_eq!(page.iter().map(|t| t.tenant_id.as_str()).collect::<Vec<_>>(), ["ten_y", "ten_x"]);
+    // Filters: wave, state, reach; an unknown cursor gives an empty page.
+    let wave1 = store.list_rollout_tenants(&id, Some(1), None, None, None, 10).await.unwrap();
+    assert_eq!(wave1.len(), 3);
+    let preflight =
+        store.list_rollout_tenants(&id, None, Some("preflight"), None, None, 10).await.unwrap();
+    assert_eq!(preflight.len(), 1);
+    assert_eq!(preflight[0].tenant_id, "ten_y");
+    let reach = set_of(&["ten_a", "ten_x", "ten_other"]);
+    let within = store.list_rollout_tenants(&id, None, None, Some(&reach), None, 10).await.unwrap();
+    assert_eq!(within.iter().map(|t| t.tenant_id.as_str()).collect::<Vec<_>>(), ["ten_x", "ten_a"]);
+    let none = store
+        .list_rollout_tenants(&id, None, None, Some(&BTreeSet::new()), None, 10)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let lost =
+        store.list_rollout_tenants(&id, None, None, None, Some("ten_nope"), 10).await.unwrap();
+    assert!(lost.is_empty());
+}
+
+pub(crate) async fn rollout_idempotency_key_conflicts_and_is_found(store: &Store) {
+    let first = store.insert_rollout(new_rollout(&[("ten_a", 0)], Some("idem-1"))).await.unwrap();
+    assert_eq!(first.idempotency_key.as_deref(), Some("idem-1"));
+    let again = new_rollout(&[("ten_b", 0)], Some("idem-1"));
+    let err = store.insert_rollout(again.clone()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { what: "rollout" }), "got {err:?}");
+    assert!(store.get_rollout(&again.id).await.unwrap().is_none());
+    let found = store.find_rollout_by_idempotency_key("idem-1").await.unwrap();
+    assert_eq!(found.as_ref(), Some(&first));
+    assert!(store.find_rollout_by_idempotency_key("idem-2").await.unwrap().is_none());
+    // Rollouts without a key never clash; the same id does.
+    store.insert_rollout(new_rollout(&[("ten_a", 0)], None)).await.unwrap();
+    store.insert_rollout(new_rollout(&[("ten_a", 0)], None)).await.unwrap();
+    let mut same_id = new_rollout(&[("ten_a", 0)], Some("idem-3"));
+    same_id.id = first.id.clone();
+    let err = store.insert_rollout(same_id).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { what: "rollout" }), "got {err:?}");
+    assert!(store.find_rollout_by_idempotency_key("idem-3").await.unwrap().is_none());
+}
+
+pub(crate) async fn rollout_list_newest_first_with_cursor_and_within(store: &Store) {
+    use sspr_store::RolloutFilter;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let tenants: &[(&str, i32)] = match i {
+            0 => &[("ten_a", 0), ("ten_b", 1)],
+            1 => &[("ten_b", 0)],
+            2 => &[("ten_c", 0)],
+            3 => &[("ten_a", 0), ("ten_c", 1)],
+            _ => &[("ten_d", 0)],
+        };
+        ids.push(store.insert_rollout(new_rollout(tenants, None)).await.unwrap().id);
+    }
+    let mut newest_first = ids.clone();
+    newest_first.sort();
+    newest_first.reverse();
+    let list = |f: RolloutFilter| async move {
+        store.list_rollouts(&f).await.unwrap().into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    assert_eq!(list(RolloutFilter { limit: 100, ..Default::default() }).await, newest_first);
+
+    // Paging: no gaps, no repeats.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page =
+            list(RolloutFilter { after_id: cursor.clone(), limit: 2, ..Default::default() }).await;
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        cursor = page.last().map(|id| id.to_string());
+        seen.extend(page);
+    }
+    assert_eq!(seen, newest_first);
+
+    // A restricted key sees the rollouts with at least one of its tenants.
+    let reach = |ids: &[&str]| Some(set_of(ids));
+    let got =
+        list(RolloutFilter { within: reach(&["ten_a"]), limit: 100, ..Default::default() }).await;
+    assert_eq!(got, vec![ids[3].clone(), ids[0].clone()]);
+    let got = list(RolloutFilter {
+        within: reach(&["ten_b", "ten_d", "ten_x"]),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(got, vec![ids[4].clone(), ids[1].clone(), ids[0].clone()]);
+    let got = list(RolloutFilter {
+        within: reach(&["ten_a"]),
+        after_id: Some(ids[3].to_string()),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(got, vec![ids[0].clone()]);
+    assert!(
+        list(RolloutFilter { within: reach(&["ten_x"]), limit: 100, ..Default::default() })
+            .await
+            .is_empty()
+    );
+    assert!(
+        list(RolloutFilter { within: Some(BTreeSet::new()), limit: 100, ..Default::default() })
+            .await
+            .is_empty()
+    );
+
+    // By state.
+    let cancel =
+        sspr_store::NewEvent { to_state: Some("cancelled".into()), ..event(5, None, "state") };
+    assert!(
+        store.set_rollout_state(&ids[2], &["running"], "cancelled", None, cancel).await.unwrap()
+    );
+    let got =
+        list(RolloutFilter { state: Some("cancelled".into()), limit: 100, ..Default::default() })
+            .await;
+    assert_eq!(got, vec![ids[2].clone()]);
+    let got =
+        list(RolloutFilter { state: Some("running".into()), limit: 100, ..Default::default() })
+            .await;
+    assert_eq!(got.len(), 4);
+}
+
+pub(crate) async fn rollout_tenant_counts_per_wave_and_state(store: &Store) {
+    let new =
+        new_rollout(&[("ten_a", 0), ("ten_b", 1), ("ten_c", 1), ("ten_d", 1), ("ten_e", 2)], None);
+    let id = store.insert_rollout(new).await.unwrap().id;
+    let other = store.insert_rollout(new_rollout(&[("ten_a", 0)], None)).await.unwrap().id;
+    for tenant in ["ten_b", "ten_c"] {
+        let moved = store
+            .transition_rollout_tenant(
+                &id,
+                tenant,
+                "pending",
+                move_to("preflight", 1),
+                event(1, Some(tenant), "transition"),
+            )
+            .await
+            .unwrap();
+        assert!(moved);
+    }
+    assert!(
+        store
+            .transition_rollout_tenant(
+                &id,
+                "ten_c",
+                "preflight",
+                move_to("blocked", 2),
+                event(2, Some("ten_c"), "transition")
+            )
+            .await
+            .unwrap()
+    );
+    let counts = store.rollout_tenant_counts(&id, None).await.unwrap();
+    assert_eq!(
+        counts,
+        vec![
+            (0, "pending".to_owned(), 1),
+            (1, "blocked".to_owned(), 1),
+            (1, "pending".to_owned(), 1),
+            (1, "preflight".to_owned(), 1),
+            (2, "pending".to_owned(), 1),
+        ]
+    );
+    let reach = set_of(&["ten_a", "ten_c", "ten_x"]);
+    let counts = store.rollout_tenant_counts(&id, Some(&reach)).await.unwrap();
+    assert_eq!(counts, vec![(0, "pending".to_owned(), 1), (1, "blocked".to_owned(), 1)]);
+    assert!(store.rollout_tenant_counts(&id, Some(&BTreeSet::new())).await.unwrap().is_empty());
+    let counts = store.rollout_tenant_counts(&other, None).await.unwrap();
+    assert_eq!(counts, vec![(0, "pending".to_owned(), 1)]);
+    let unknown = sspr_domain::RolloutId::new();
+    assert!(store.rollout_tenant_counts(&unknown, None).await.unwrap().is_empty());
+}
+
+pub(crate) async fn rollout_tenant_transitions_are_fenced(store: &Store) {
+    let id =
+        store.insert_rollout(new_rollout(&[("ten_a", 0), ("ten_b", 0)], None)).await.unwrap().id;
+    let transition = |from: &str, to: &str, at: i64| sspr_store::NewEvent {
+        from_state: Some(from.into()),
+        to_state: Some(to.into()),
+        ..event(at, Some("ten_a"), "transition")
+    };
+    let update = sspr_store::TenantUpdate {
+        reason: Some(Some("pilot group created".into())),
+        scope_group_id: Some(Some("grp-1".into())),
+        gate_entered_at: Some(Some(t(10))),
+        last_error: Some(Some("throttled once".into())),
+        ..move_to("preflight", 10)
+    };
+    assert!(
+        store
+            .transition_rollout_tenant(
+                &id,
+                "ten_a",
+                "pending",
+                update.clone(),
+                transition("pending", "preflight", 10)
+            )
+            .await
+            .unwrap()
+    );
+    // The same move again: the tenant is no longer pending, nothing changes, no event.
+    assert!(
+        !store
+            .transition_rollout_tenant(
+                &id,
+                "ten_a",
+                "pending",
+                move_to("blocked", 11),
+                transition("pending", "blocked", 11)
+            )
+            .await
+            .unwrap()
+    );
+    // Unknown tenant or rollout: not applied either.
+    assert!(
+        !store
+            .transition_rollout_tenant(
+                &id,
+                "ten_z",
+                "pending",
+                move_to("preflight", 11),
+                transition("pending", "preflight", 11)
+            )
+            .await
+            .unwrap()
+    );
+    let a = store.get_rollout_tenant(&id, "ten_a").await.unwrap().unwrap();
+    assert_eq!(a.state, "preflight");
+    assert_eq!(a.reason.as_deref(), Some("pilot group created"));
+    assert_eq!(a.scope_group_id.as_deref(), Some("grp-1"));
+    assert_eq!(a.last_error.as_deref(), Some("throttled once"));
+    assert_eq!(a.gate_entered_at, Some(t(10)));
+    assert_eq!(a.updated_at, t(10));
+    assert_eq!(a.paused_from, None);
+    let b = store.get_rollout_tenant(&id, "ten_b").await.unwrap().unwrap();
+    assert_eq!((b.state.as_str(), b.updated_at), ("pending", t(0)));
+
+    // `None` leaves a field alone, `Some(None)` clears it, `Some(Some(_))` sets it.
+    let pause = sspr_store::TenantUpdate {
+        paused_from: Some(Some("preflight".into())),
+        last_error: Some(None),
+        gate_entered_at: Some(None),
+        ..move_to("paused", 20)
+    };
+    assert!(
+        store
+            .transition_rollout_tenant(
+                &id,
+                "ten_a",
+                "preflight",
+                pause,
+                transition("preflight", "paused", 20)
+            )
+            .await
+            .unwrap()
+    );
+    let a = store.get_rollout_tenant(&id, "ten_a").await.unwrap().unwrap();
+    assert_eq!(a.state, "paused");
+    assert_eq!(a.paused_from.as_deref(), Some("preflight"));
+    assert_eq!(a.last_error, None);
+    assert_eq!(a.gate_entered_at, None);
+    assert_eq!(a.reason.as_deref(), Some("pilot group created"));
+    assert_eq!(a.scope_group_id.as_deref(), Some("grp-1"));
+    assert_eq!(a.updated_at, t(20));
+
+    // A state outside the tenant state machine is refused by the database.
+    assert!(
+        store
+            .transition_rollout_tenant(
+                &id,
+                "ten_a",
+                "paused",
+                move_to("exploded", 30),
+                transition("paused", "exploded", 30)
+            )
+            .await
+            .is_err()
+    );
+    assert_eq!(store.get_rollout_tenant(&id, "ten_a").await.unwrap().unwrap().state, "paused");
+
+    // Only the applied transitions left an event, in order.
+    let events = all_events(store, &id).await;
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.from_state.as_deref(), e.to_state.as_deref(), e.at))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("created", None, Some("running"), t(0)),
+            ("transition", Some("pending"), Some("preflight"), t(10)),
+            ("transition", Some("preflight"), Some("paused"), t(20)),
+        ]
+    );
+    assert_eq!(events[1].tenant_id.as_deref(), Some("ten_a"));
+    assert_eq!(events[1].actor, "engine");
+    assert_eq!(events[1].detail, serde_json::json!({ "at": 10 }));
+}
+
+pub(crate) async fn rollout_state_changes_are_fenced_and_set_finished_at(store: &Store) {
+    let id = store.insert_rollout(new_rollout(&[("ten_a", 0)], None)).await.unwrap().id;
+    let change = |at: i64, to: &str| sspr_store::NewEvent {
+        to_state: Some(to.into()),
+        ..event(at, None, "state")
+    };
+    assert!(
+        store
+            .set_rollout_state(
+                &id,
+                &["running"],
+                "paused",
+                Some("failure budget spent"),
+                change(10, "paused")
+            )
+            .await
+            .unwrap()
+    );
+    let r = store.get_rollout(&id).await.unwrap().unwrap();
+    assert_eq!(r.state, "paused");
+    assert_eq!(r.state_reason.as_deref(), Some("failure budget spent"));
+    assert_eq!((r.updated_at, r.finished_at), (t(10), None));
+    // Fenced: the rollout is not running any more.
+    assert!(
+        !store
+            .set_rollout_state(&id, &["running"], "completed", None, change(11, "completed"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_rollout_state(&id, &[], "completed", None, change(11, "completed"))
+            .await
+            .unwrap()
+    );
+    let unknown = sspr_domain::RolloutId::new();
+    assert!(
+        !store
+            .set_rollout_state(&unknown, &["running"], "paused", None, change(11, "paused"))
+            .await
+            .unwrap()
+    );
+    // Resuming clears the reason.
+    assert!(
+        store
+            .set_rollout_state(&id, &["paused", "running"], "running", None, change(20, "running"))
+            .await
+            .unwrap()
+    );
+    let r = store.get_rollout(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (r.state.as_str(), r.state_reason.as_deref(), r.finished_at),
+        ("running", None, None)
+    );
+    // Finishing sets finished_at.
+    assert!(
+        store
+            .set_rollout_state(
+                &id,
+                &["running", "paused"],
+                "completed",
+                None,
+                change(30, "completed")
+            )
+            .await
+            .unwrap()
+    );
+    let r = store.get_rollout(&id).await.unwrap().unwrap();
+    assert_eq!((r.state.as_str(), r.updated_at, r.finished_at), ("completed", t(30), Some(t(30))));
+    // Rolling back a completed rollout: not finished while rolling back, finished once rolled back.
+    assert!(
+        store
+            .set_rollout_state(
+                &id,
+                &["completed"],
+                "rolling_back",
+                Some("operator"),
+                change(40, "rolling_back")
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_rollout(&id).await.unwrap().unwrap().finished_at, None);
+    assert!(
+        store
+            .set_rollout_state(
+                &id,
+                &["rolling_back"],
+                "rolled_back",
+                None,
+                change(50, "rolled_back")
+            )
+            .await
+            .unwrap()
+    );
+    let r = store.get_rollout(&id).await.unwrap().unwrap();
+    assert_eq!((r.state.as_str(), r.finished_at), ("rolled_back", Some(t(50))));
+    // The database refuses a state outside the rollout state machine.
+    assert!(
+        store
+            .set_rollout_state(&id, &["rolled_back"], "bogus", None, change(60, "bogus"))
+            .await
+            .is_err()
+    );
+
+    let states: Vec<_> =
+        all_events(store, &id).await.into_iter().map(|e| e.to_state.unwrap_or_default()).collect();
+    assert_eq!(
+        states,
+        ["running", "paused", "running", "completed", "rolling_back", "rolled_back"]
+    );
+}
+
+pub(crate) async fn rollout_wave_advances_are_fenced(store: &Store) {
+    let id =
+        store.insert_rollout(new_rollout(&[("ten_a", 0), ("ten_b", 1)], None)).await.unwrap().id;
+    assert!(store.advance_rollout_wave(&id, 0, 1, event(10, None, "wave_advanced")).await.unwrap());
+    // A second advance from the same wave loses.
+    assert!(
+        !store.advance_rollout_wave(&id, 0, 1, event(11, None, "wave_advanced")).await.unwrap()
+    );
+    let r = store.get_rollout(&id).await.unwrap().unwrap();
+    assert_eq!((r.current_wave, r.updated_at), (1, t(10)));
+    assert!(store.advance_rollout_wave(&id, 1, 2, event(12, None, "wave_advanced")).await.unwrap());
+    assert_eq!(store.get_rollout(&id).await.unwrap().unwrap().current_wave, 2);
+    let unknown = sspr_domain::RolloutId::new();
+    assert!(
+        !store
+            .advance_rollout_wave(&unknown, 0, 1, event(13, None, "wave_advanced"))
+            .await
+            .unwrap()
+    );
+    let advances: Vec<_> = all_events(store, &id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "wave_advanced")
+        .map(|e| e.at)
+        .collect();
+    assert_eq!(advances, vec![t(10), t(12)]);
+}
+
+pub(crate) async fn rollout_approvals_are_idempotent(store: &Store) {
+    let id = store
+        .insert_rollout(new_rollout(
+            &[("ten_a", 0), ("ten_b", 0), ("ten_c", 1), ("ten_d", 1)],
+            None,
+        ))
+        .await
+        .unwrap()
+        .id;
+    // Some tenants of one wave.
+    let picked = vec!["ten_b".to_owned(), "ten_x".to_owned()];
+    assert_eq!(
+        store.approve_rollout_tenants(&id, Some(&picked), None, "key_boss", t(10)).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.approve_rollout_tenants(&id, Some(&picked), None, "key_boss", t(11)).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store.approve_rollout_tenants(&id, Some(&[]), None, "key_boss", t(11)).await.unwrap(),
+        0
+    );
+    let b = store.get_rollout_tenant(&id, "ten_b").await.unwrap().unwrap();
+    assert_eq!(
+        (b.approved_at, b.approved_by.as_deref(), b.updated_at),
+        (Some(t(10)), Some("key_boss"), t(10))
+    );
+    assert_eq!(b.state, "pending", "approving does not move the state");
+    // A whole wave: only the one not approved yet.
+    assert_eq!(
+        store.approve_rollout_tenants(&id, None, Some(0), "key_ops", t(20)).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.approve_rollout_tenants(&id, None, Some(0), "key_ops", t(21)).await.unwrap(),
+        0
+    );
+    let b = store.get_rollout_tenant(&id, "ten_b").await.unwrap().unwrap();
+    assert_eq!(b.approved_by.as_deref(), Some("key_boss"), "an approval is never overwritten");
+    let a = store.get_rollout_tenant(&id, "ten_a").await.unwrap().unwrap();
+    assert_eq!((a.approved_at, a.approved_by.as_deref()), (Some(t(20)), Some("key_ops")));
+    // Everything left.
+    assert_eq!(store.approve_rollout_tenants(&id, None, None, "key_ops", t(30)).await.unwrap(), 2);
+    assert_eq!(store.approve_rollout_tenants(&id, None, None, "key_ops", t(31)).await.unwrap(), 0);
+    let approved: Vec<_> = all_events(store, &id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "approved")
+        .map(|e| (e.tenant_id.unwrap(), e.actor, e.at, e.detail))
+        .collect();
+    assert_eq!(
+        approved,
+        vec![
+            ("ten_b".to_owned(), "key_boss".to_owned(), t(10), serde_json::json!({ "wave": 0 })),
+            ("ten_a".to_owned(), "key_ops".to_owned(), t(20), serde_json::json!({ "wave": 0 })),
+            ("ten_c".to_owned(), "key_ops".to_owned(), t(30), serde_json::json!({ "wave": 1 })),
+            ("ten_d".to_owned(), "key_ops".to_owned(), t(30), serde_json::json!({ "wave": 1 })),
+        ]
+    );
+}
+
+pub(crate) async fn rollout_events_page_in_order_and_respect_within(store: &Store) {
+    let id =
+        store.insert_rollout(new_rollout(&[("ten_a", 0), ("ten_b", 0)], None)).await.unwrap().id;
+    let other = store.insert_rollout(new_rollout(&[("ten_a", 0)], None)).await.unwrap().id;
+    let mut seqs = Vec::new();
+    for i in 1..=6 {
+        let tenant = match i % 3 {
+            0 => None,
+            1 => Some("ten_a"),
+            _ => Some("ten_b"),
+        };
+        seqs.push(store.append_rollout_event(&id, event(i, tenant, "note")).await.unwrap());
+    }
+    store.append_rollout_event(&other, event(7, Some("ten_a"), "note")).await.unwrap();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    let all = all_events(store, &id).await;
+    assert_eq!(all.len(), 7, "created + 6 notes, none of the other rollout's");
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(all.iter().skip(1).map(|e| e.seq).collect::<Vec<_>>(), seqs);
+    assert_eq!(all[1].detail, serde_json::json!({ "at": 1 }));
+
+    // Paging by seq: no gaps, no repeats.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list_rollout_events(&id, cursor, None, None, 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        cursor = page.last().map(|e| e.seq);
+        seen.extend(page);
+    }
+    assert_eq!(seen, all);
+    let after = store.list_rollout_events(&id, Some(seqs[3]), None, None, 100).await.unwrap();
+    assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), seqs[4..]);
+
+    // One tenant's events only.
+    let only_b = store.list_rollout_events(&id, None, Some("ten_b"), None, 100).await.unwrap();
+    assert_eq!(only_b.iter().map(|e| e.at).collect::<Vec<_>>(), vec![t(2), t(5)]);
+    // A restricted reach hides other tenants' events but keeps rollout-wide ones.
+    let reach = set_of(&["ten_a"]);
+    let scoped = store.list_rollout_events(&id, None, None, Some(&reach), 100).await.unwrap();
+    let visible: Vec<_> = scoped.iter().map(|e| (e.at, e.tenant_id.as_deref())).collect();
+    assert_eq!(
+        visible,
+        vec![
+            (t(0), None),
+            (t(1), Some("ten_a")),
+            (t(3), None),
+            (t(4), Some("ten_a")),
+            (t(6), None),
+        ]
+    );
+    let nothing = BTreeSet::new();
+    let wide = store.list_rollout_events(&id, None, None, Some(&nothing), 100).await.unwrap();
+    assert!(wide.iter().all(|e| e.tenant_id.is_none()));
+    assert_eq!(wide.len(), 3);
+    let scoped_b =
+        store.list_rollout_events(&id, None, Some("ten_b"), Some(&reach), 100).await.unwrap();
+    assert!(scoped_b.is_empty());
+}
+
+pub(crate) async fn rollout_snapshots_newest_first_and_restored_once(store: &Store) {
+    use sspr_store::Snapshot;
+    let id =
+        store.insert_rollout(new_rollout(&[("ten_a", 0), ("ten_b", 0)], None)).await.unwrap().id;
+    let snapshot = |tenant: &str, at: i64, target: &str| Snapshot {
+        id: sspr_domain::SnapshotId::new(),
+        rollout_id: id.clone(),
+        tenant_id: tenant.to_owned(),
+        step: "pilot_apply".into(),
+        target: target.into(),
+        before: serde_json::json!({ "state": "disabled", "target": target }),
+        created_at: t(at),
+        restored_at: None,
+    };
+    let first = snapshot("ten_a", 10, "method:sms");
+    let second = snapshot("ten_a", 20, "group:g1:created");
+    // Same millisecond as `second`, taken after it: the larger id breaks the tie.
+    let third = snapshot("ten_a", 20, "group:g1:members");
+    let mut tied = [second.clone(), third.clone()];
+    tied.sort_by(|a, b| a.id.cmp(&b.id));
+    let (second, third) = (tied[0].clone(), tied[1].clone());
+    let elsewhere = snapshot("ten_b", 30, "campaign");
+    for s in [&second, &first, &third, &elsewhere] {
+        store.insert_snapshot(s.clone()).await.unwrap();
+    }
+    let err = store.insert_snapshot(first.clone()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { what: "snapshot" }), "got {err:?}");
+
+    let listed = store.list_snapshots(&id, "ten_a").await.unwrap();
+    assert_eq!(listed, vec![third.clone(), second.clone(), first.clone()]);
+    assert_eq!(store.list_snapshots(&id, "ten_b").await.unwrap(), vec![elsewhere]);
+    assert!(store.list_snapshots(&id, "ten_z").await.unwrap().is_empty());
+
+    assert!(store.mark_snapshot_restored(&third.id, t(40)).await.unwrap());
+    assert!(!store.mark_snapshot_restored(&third.id, t(41)).await.unwrap(), "restored once");
+    assert!(!store.mark_snapshot_restored(&sspr_domain::SnapshotId::new(), t(41)).await.unwrap());
+    let listed = store.list_snapshots(&id, "ten_a").await.unwrap();
+    assert_eq!(listed[0].restored_at, Some(t(40)));
+    assert_eq!((listed[1].restored_at, listed[2].restored_at), (None, None));
+}
+
+pub(crate) async fn rollout_tasks_are_ensured_once_attested_once_and_filtered(store: &Store) {
+    use sspr_store::{Task, TaskFilter};
+    let id =
+        store.insert_rollout(new_rollout(&[("ten_a", 0), ("ten_b", 0)], None)).await.unwrap().id;
+    let other = store.insert_rollout(new_rollout(&[("ten_a", 0)], None)).await.unwrap().id;
+    let task = |rollout: &sspr_domain::RolloutId, tenant: &str, kind: &str, at: i64| Task {
+        id: sspr_domain::TaskId::new(),
+        rollout_id: rollout.clone(),
+        tenant_id: tenant.to_owned(),
+        kind: kind.into(),
+        instructions: serde_json::json!({ "do": kind, "tenant": tenant }),
+        state: "open".into(),
+        attested_by: None,
+        attested_at: None,
+        note: None,
+        created_at: t(at),
+    };
+    let consent = task(&id, "ten_a", "grant_consent", 1);
+    let (stored, created) = store.ensure_task(consent.clone()).await.unwrap();
+    assert!(created);
+    assert_eq!(stored, consent);
+    // Again, even with a new id and other instructions: the first one stays.
+    let mut again = task(&id, "ten_a", "grant_consent", 2);
+    again.instructions = serde_json::json!({ "changed": true });
+    let (stored, created) = store.ensure_task(again.clone()).await.unwrap();
+    assert!(!created);
+    assert_eq!(stored, consent);
+    assert!(store.get_task(&again.id).await.unwrap().is_none());
+    assert_eq!(store.get_task(&consent.id).await.unwrap().as_ref(), Some(&consent));
+    assert_eq!(
+        store.find_task(&id, "ten_a", "grant_consent").await.unwrap().as_ref(),
+        Some(&consent)
+    );
+    assert!(store.find_task(&id, "ten_a", "other").await.unwrap().is_none());
+    // Another triple with a taken id is a conflict.
+    let mut clash = task(&id, "ten_b", "grant_consent", 3);
+    clash.id = consent.id.clone();
+    let err = store.ensure_task(clash).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { what: "task" }), "got {err:?}");
+
+    let licence = store.ensure_task(task(&id, "ten_b", "assign_licence", 4)).await.unwrap().0;
+    let b_consent = store.ensure_task(task(&id, "ten_b", "grant_consent", 5)).await.unwrap().0;
+    let elsewhere = store.ensure_task(task(&other, "ten_a", "grant_consent", 6)).await.unwrap().0;
+
+    // Attesting is fenced on the task being open.
+    assert!(store.attest_task(&consent.id, "key_ops", Some("done by phone"), t(10)).await.unwrap());
+    assert!(!store.attest_task(&consent.id, "key_boss", None, t(11)).await.unwrap());
+    assert!(!store.attest_task(&sspr_domain::TaskId::new(), "key_ops", None, t(11)).await.unwrap());
+    let attested = store.get_task(&consent.id).await.unwrap().unwrap();
+    assert_eq!(attested.state, "attested");
+    assert_eq!(attested.attested_by.as_deref(), Some("key_ops"));
+    assert_eq!(attested.attested_at, Some(t(10)));
+    assert_eq!(attested.note.as_deref(), Some("done by phone"));
+    // Ensuring an attested task returns it as it is.
+    let (stored, created) =
+        store.ensure_task(task(&id, "ten_a", "grant_consent", 12)).await.unwrap();
+    assert!(!created);
+    assert_eq!(stored, attested);
+
+    let list = |f: TaskFilter| async move {
+        store.list_tasks(&f).await.unwrap().into_iter().map(|t| t.id).collect::<Vec<_>>()
+    };
+    let sorted = |mut ids: Vec<sspr_domain::TaskId>| {
+        ids.sort();
+        ids
+    };
+    let everything = sorted(vec![
+        consent.id.clone(),
+        licence.id.clone(),
+        b_consent.id.clone(),
+        elsewhere.id.clone(),
+    ]);
+    assert_eq!(list(TaskFilter { limit: 100, ..Default::default() }).await, everything);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page =
+            list(TaskFilter { after_id: cursor.clone(), limit: 3, ..Default::default() }).await;
+        if page.is_empty() {
+            break;
+        }
+        cursor = page.last().map(|id| id.to_string());
+        seen.extend(page);
+    }
+    assert_eq!(seen, everything);
+    let got =
+        list(TaskFilter { rollout_id: Some(id.to_string()), limit: 100, ..Default::default() })
+            .await;
+    assert_eq!(got, sorted(vec![consent.id.clone(), licence.id.clone(), b_consent.id.clone()]));
+    let got =
+        list(TaskFilter { tenant_id: Some("ten_a".into()), limit: 100, ..Default::default() })
+            .await;
+    assert_eq!(got, sorted(vec![consent.id.clone(), elsewhere.id.clone()]));
+    let got =
+        list(TaskFilter { state: Some("open".into()), limit: 100, ..Default::default() }).await;
+    assert_eq!(got, sorted(vec![licence.id.clone(), b_consent.id.clone(), elsewhere.id.clone()]));
+    let got = list(TaskFilter {
+        rollout_id: Some(id.to_string()),
+        state: Some("open".into()),
+        within: Some(set_of(&["ten_a", "ten_b"])),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(got, sorted(vec![licence.id.clone(), b_consent.id.clone()]));
+    let got = list(TaskFilter {
+        within: Some(set_of(&["ten_b", "ten_x"])),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(got, sorted(vec![licence.id.clone(), b_consent.id.clone()]));
+    assert!(
+        list(TaskFilter { within: Some(BTreeSet::new()), limit: 100, ..Default::default() })
+            .await
+            .is_empty()
+    );
+}

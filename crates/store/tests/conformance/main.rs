@@ -59,6 +59,18 @@ conformance!(
     jobs_outcomes_are_fenced_by_attempt,
     jobs_expired_leases_are_reaped,
     jobs_claim_plan_uses_the_claim_index,
+    rollout_round_trips_with_pending_tenants_and_a_created_event,
+    rollout_tenants_page_by_wave_and_position,
+    rollout_idempotency_key_conflicts_and_is_found,
+    rollout_list_newest_first_with_cursor_and_within,
+    rollout_tenant_counts_per_wave_and_state,
+    rollout_tenant_transitions_are_fenced,
+    rollout_state_changes_are_fenced_and_set_finished_at,
+    rollout_wave_advances_are_fenced,
+    rollout_approvals_are_idempotent,
+    rollout_events_page_in_order_and_respect_within,
+    rollout_snapshots_newest_first_and_restored_once,
+    rollout_tasks_are_ensured_once_attested_once_and_filtered,
 );
 
 /// Both dialects must carry the same migrations under the same names, so that a database can
