@@ -2,10 +2,21 @@
 
 use std::{future::Future, pin::Pin};
 
+use chrono::{DateTime, Utc};
 use sspr_store::Job;
 
 /// The future a [`JobHandler`] returns.
-pub type JobFuture<'a> = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send + 'a>>;
+pub type JobFuture<'a> = Pin<Box<dyn Future<Output = Result<JobDone, JobError>> + Send + 'a>>;
+
+/// How an attempt that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobDone {
+    /// The job is done for good.
+    Finished,
+    /// Nothing to do yet (a gate not passed, a change not visible yet): run the job again at
+    /// this time. The attempt does not count against the job's attempts.
+    RunAgainAt(DateTime<Utc>),
+}
 
 /// Runs the jobs of one kind. Delivery is at-least-once: `run` may be called again for a job
 /// whose earlier attempt did its work but could not record it, so it must be idempotent.

@@ -16,6 +16,6 @@ mod worker;
 
 pub use backoff::Backoff;
 pub use enqueue::Enqueuer;
-pub use handler::{JobError, JobFuture, JobHandler};
+pub use handler::{JobDone, JobError, JobFuture, JobHandler};
 pub use sspr_store::{Job, JobState, NewJob};
 pub use worker::{Worker, WorkerConfig};

@@ -13,7 +13,7 @@ use sspr_store::{Job, Store, StoreError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Backoff, JobError, JobHandler};
+use crate::{Backoff, JobDone, JobError, JobHandler};
 
 /// How a [`Worker`] claims and runs jobs.
 #[derive(Debug, Clone)]
@@ -275,10 +275,13 @@ async fn heartbeat(shared: &Shared, job: &Job) {
 }
 
 /// Records an attempt's outcome, fenced by its attempt number.
-async fn record(shared: &Shared, job: &Job, outcome: Result<(), JobError>) {
+async fn record(shared: &Shared, job: &Job, outcome: Result<JobDone, JobError>) {
     let now = shared.clock.now();
     let recorded = match &outcome {
-        Ok(()) => shared.store.complete_job(&job.id, job.attempt, now).await,
+        Ok(JobDone::Finished) => shared.store.complete_job(&job.id, job.attempt, now).await,
+        Ok(JobDone::RunAgainAt(at)) => {
+            shared.store.snooze_job(&job.id, job.attempt, now, (*at).max(now)).await
+        }
         Err(e) => {
             let retry_at = e.retryable.then(|| later(now, shared.backoff.delay(job.attempt)));
             shared.store.fail_job(&job.id, job.attempt, now, &e.message, retry_at).await
@@ -286,7 +289,12 @@ async fn record(shared: &Shared, job: &Job, outcome: Result<(), JobError>) {
     };
     match recorded {
         Ok(true) => match &outcome {
-            Ok(()) => tracing::debug!(job = %job.id, kind = %job.kind, "job succeeded"),
+            Ok(JobDone::Finished) => {
+                tracing::debug!(job = %job.id, kind = %job.kind, "job succeeded")
+            }
+            Ok(JobDone::RunAgainAt(at)) => {
+                tracing::debug!(job = %job.id, kind = %job.kind, run_at = %at, "job runs again later")
+            }
             Err(e) => tracing::info!(
                 job = %job.id, kind = %job.kind, attempt = job.attempt,
                 max_attempts = job.max_attempts, retryable = e.retryable, error = %e,

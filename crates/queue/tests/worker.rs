@@ -13,7 +13,8 @@ use std::{
 use chrono::{DateTime, TimeDelta, Utc};
 use sspr_domain::{Clock, JobId, ManualClock};
 use sspr_queue::{
-    Backoff, Enqueuer, Job, JobError, JobFuture, JobHandler, JobState, NewJob, Worker, WorkerConfig,
+    Backoff, Enqueuer, Job, JobDone, JobError, JobFuture, JobHandler, JobState, NewJob, Worker,
+    WorkerConfig,
 };
 use sspr_store::{Store, StoreOptions};
 use tokio::sync::Notify;
@@ -75,7 +76,7 @@ impl JobHandler for Counting {
             tokio::task::yield_now().await;
             match &self.fail {
                 Some(e) => Err(e.clone()),
-                None => Ok(()),
+                None => Ok(JobDone::Finished),
             }
         })
     }
@@ -328,4 +329,69 @@ async fn run_picks_up_an_enqueued_job_at_once_and_stops_at_shutdown() {
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), running).await.unwrap().unwrap();
     assert_eq!(counts.lock().unwrap().get(&job.id), Some(&1));
+}
+
+/// Asks to run again `times` times, `every` apart, then finishes.
+struct Snoozing {
+    clock: ManualClock,
+    runs: Arc<Mutex<usize>>,
+    times: usize,
+    every: TimeDelta,
+}
+
+impl JobHandler for Snoozing {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn run<'a>(&'a self, _job: &'a Job) -> JobFuture<'a> {
+        Box::pin(async move {
+            let mut runs = self.runs.lock().unwrap();
+            *runs += 1;
+            if *runs <= self.times {
+                Ok(JobDone::RunAgainAt(self.clock.now() + self.every))
+            } else {
+                Ok(JobDone::Finished)
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_job_that_asks_to_run_again_waits_without_spending_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir).await;
+    let clock = ManualClock::new(start());
+    let runs = Arc::new(Mutex::new(0));
+    let handler: Arc<dyn JobHandler> = Arc::new(Snoozing {
+        clock: clock.clone(),
+        runs: Arc::clone(&runs),
+        times: 5,
+        every: TimeDelta::seconds(30),
+    });
+    let w = Worker::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        config("w1", Duration::from_secs(30)),
+        [handler],
+    );
+    // One attempt allowed, yet five "not yet" answers do not fail it.
+    let job = store.enqueue_job(new_job(KIND, clock.now(), 1)).await.unwrap().0;
+    for round in 1..=5 {
+        assert_eq!(w.tick().await.unwrap(), 1, "round {round}");
+        w.wait_idle().await;
+        let queued = store.get_job(&job.id).await.unwrap().unwrap();
+        assert_eq!(queued.state, JobState::Queued);
+        assert_eq!(queued.run_at, clock.now() + TimeDelta::seconds(30));
+        // Not before the time it asked for.
+        clock.advance(TimeDelta::seconds(29));
+        assert_eq!(w.tick().await.unwrap(), 0);
+        clock.advance(TimeDelta::seconds(1));
+    }
+    assert_eq!(w.tick().await.unwrap(), 1);
+    w.wait_idle().await;
+    let done = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.attempt, 6);
+    assert_eq!(*runs.lock().unwrap(), 6);
 }

@@ -428,6 +428,52 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// Puts a running job back in the queue to run again at `run_at`, if it is still running
+    /// under `attempt`: the handler found nothing to do yet (a gate not passed, a change not
+    /// replicated). The attempt does not count against `max_attempts` (which grows by one, so
+    /// attempt numbers stay increasing and keep fencing stale workers). `false` means the
+    /// attempt had lost its lease.
+    pub async fn snooze_job(
+        &self,
+        id: &JobId,
+        attempt: i32,
+        now: DateTime<Utc>,
+        run_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = with_writer!(self, pool => {
+            sqlx::query(
+                "UPDATE jobs SET state = 'queued', run_at = $1, max_attempts = max_attempts + 1,
+                     lease_expires_at = NULL, updated_at = $2
+                 WHERE id = $3 AND attempt = $4 AND state = 'running'",
+            )
+            .bind(to_ms(run_at))
+            .bind(to_ms(now))
+            .bind(id.as_str())
+            .bind(attempt)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Brings the queued job with `unique_key` forward to run at `now`, if it was due later.
+    /// Returns whether a job moved.
+    pub async fn wake_job(&self, unique_key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done = with_writer!(self, pool => {
+            sqlx::query(
+                "UPDATE jobs SET run_at = $1, updated_at = $1
+                 WHERE unique_key = $2 AND state = 'queued' AND run_at > $1",
+            )
+            .bind(to_ms(now))
+            .bind(unique_key)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(done > 0)
+    }
+
     /// Rescues running jobs whose lease ended at or before `now` (their worker died or lost
     /// touch): queued again to run at once if attempts remain, failed otherwise, with
     /// `last_error` "lease expired" either way. Returns how many jobs were rescued.

@@ -884,6 +884,41 @@ pub(crate) async fn jobs_outcomes_are_fenced_by_attempt(store: &Store) {
     assert_eq!(store.get_job(&other.id).await.unwrap().unwrap().state, JobState::Failed);
 }
 
+pub(crate) async fn jobs_snooze_requeues_without_spending_an_attempt_and_wake_brings_forward(
+    store: &Store,
+) {
+    use sspr_store::JobState;
+    let job = store.enqueue_job(new_job(0, Some("gate:a"))).await.unwrap().0;
+    assert_eq!(job.max_attempts, 2);
+    store.claim_jobs("default", "w1", t(0), LEASE, 1).await.unwrap();
+    assert!(store.snooze_job(&job.id, 1, t(1), t(100)).await.unwrap());
+    let snoozed = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(snoozed.state, JobState::Queued);
+    assert_eq!(snoozed.run_at, t(100));
+    assert_eq!(snoozed.max_attempts, 3);
+    assert_eq!(snoozed.lease_expires_at, None);
+    // The snoozed attempt is over: its writes are fenced off.
+    assert!(!store.snooze_job(&job.id, 1, t(2), t(50)).await.unwrap());
+    assert!(!store.complete_job(&job.id, 1, t(2)).await.unwrap());
+    // Still the one job with its key.
+    let (same, created) = store.enqueue_job(new_job(0, Some("gate:a"))).await.unwrap();
+    assert!(!created);
+    assert_eq!(same.id, job.id);
+    assert!(store.claim_jobs("default", "w1", t(10), LEASE, 1).await.unwrap().is_empty());
+    // A wake-up brings it forward, only ever earlier.
+    assert!(store.wake_job("gate:a", t(10)).await.unwrap());
+    assert!(!store.wake_job("gate:a", t(20)).await.unwrap());
+    assert!(!store.wake_job("no such key", t(10)).await.unwrap());
+    let again = store.claim_jobs("default", "w2", t(10), LEASE, 1).await.unwrap().remove(0);
+    assert_eq!(again.attempt, 2);
+    // A retryable failure now still has an attempt left, thanks to the snooze.
+    assert!(store.fail_job(&job.id, 2, t(11), "throttled", Some(t(20))).await.unwrap());
+    assert_eq!(store.get_job(&job.id).await.unwrap().unwrap().state, JobState::Queued);
+    // Running jobs are not woken.
+    store.claim_jobs("default", "w2", t(20), LEASE, 1).await.unwrap();
+    assert!(!store.wake_job("gate:a", t(15)).await.unwrap());
+}
+
 pub(crate) async fn jobs_expired_leases_are_reaped(store: &Store) {
     use sspr_store::JobState;
     let job = store.enqueue_job(new_job(0, None)).await.unwrap().0;

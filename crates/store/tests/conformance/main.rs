@@ -58,6 +58,7 @@ conformance!(
     jobs_claim_in_run_at_order_and_not_before_run_at,
     jobs_outcomes_are_fenced_by_attempt,
     jobs_expired_leases_are_reaped,
+    jobs_snooze_requeues_without_spending_an_attempt_and_wake_brings_forward,
     jobs_claim_plan_uses_the_claim_index,
     rollout_round_trips_with_pending_tenants_and_a_created_event,
     rollout_tenants_page_by_wave_and_position,
