@@ -3,7 +3,8 @@
 //!
 //! It behaves like Graph for everything sspr-fleet calls: status codes, error bodies, paging,
 //! throttling with `Retry-After`, replication delay, licences, and the legacy SSPR policy that
-//! Graph cannot set (the control API sets it, as a technician would in the portal).
+//! Graph cannot set (the control API sets it, as a technician would in the portal; or the
+//! simulated undocumented portal endpoint `PasswordResetPolicies`, with a delegated token).
 //!
 //! **Invariant:** this crate shares no code or types with the Graph client (`crates/graph`).
 //! Both are written from the Graph facts on their own, so a misreading in one is caught by
@@ -14,6 +15,7 @@ mod faults;
 mod graph;
 mod licences;
 mod model;
+mod portal;
 mod response;
 pub mod scenario;
 mod server;
@@ -21,7 +23,7 @@ mod throttle;
 mod token;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::Arc,
 };
 
@@ -33,6 +35,7 @@ pub use clock::SimClock;
 pub use faults::{Faults, ScriptedFault};
 pub use licences::{PLAN_P1, PLAN_P2, Sku};
 pub use model::{Behaviour, Enablement, LegacySspr};
+pub use portal::PORTAL_RESOURCE_ID;
 pub use scenario::{Scenario, ScenarioError};
 pub use server::RunningSim;
 pub use throttle::ThrottleSettings;
@@ -75,9 +78,9 @@ impl Default for SimSettings {
 /// Request counters, per tenant, for tests and benchmarks.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct TenantStats {
-    /// Graph requests (each `$batch` item counts as one).
+    /// Graph requests (each `$batch` item counts as one) and portal policy requests.
     pub requests: u64,
-    /// Graph write requests.
+    /// Write requests among them.
     pub writes: u64,
     /// Token requests.
     pub token_requests: u64,
@@ -90,6 +93,30 @@ pub struct TenantStats {
     pub faults: u64,
     /// Requests per endpoint, as `METHOD /path/template`.
     pub by_endpoint: BTreeMap<String, u64>,
+}
+
+/// Most writes kept per tenant in the write log; older ones are dropped first.
+pub const WRITE_LOG_CAPACITY: usize = 20_000;
+
+/// One write a tenant received: a Graph request other than GET (each `$batch` item on its
+/// own), or a `PUT` of the portal's SSPR policy, whatever it was answered. For tests that
+/// prove the order of writes.
+///
+/// A `$batch` the simulator ran is recorded as its items, not as the envelope; a `$batch`
+/// refused as a whole (malformed, over 20 items) is recorded as itself, `POST /$batch`.
+/// Requests whose token names no tenant are not recorded.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WriteRecord {
+    /// Simulated time it arrived, RFC 3339 with milliseconds (`2026-01-05T09:00:00.000Z`).
+    pub at: String,
+    /// HTTP method, upper case.
+    pub method: String,
+    /// The path as requested after `/v1.0` (or the portal's `/api/...` path), without the query.
+    pub path: String,
+    /// The status answered; 0 when the connection was dropped (an injected fault).
+    pub status: u16,
+    /// The request's JSON body, or null.
+    pub body: Value,
 }
 
 /// A registered application (the MSP's multi-tenant app) and its credentials.
@@ -109,7 +136,34 @@ pub(crate) struct World {
     pub(crate) throttle: Throttle,
     pub(crate) faults: Vec<Faults>,
     pub(crate) stats: Vec<TenantStats>,
+    /// Write log per tenant, oldest first, at most [`WRITE_LOG_CAPACITY`] each.
+    pub(crate) writes: Vec<VecDeque<WriteRecord>>,
     pub(crate) rng: StdRng,
+}
+
+impl World {
+    /// Appends to tenant `ti`'s write log, dropping the oldest entry when it is full.
+    pub(crate) fn record_write(
+        &mut self,
+        ti: usize,
+        at: &str,
+        method: &str,
+        path: &str,
+        status: u16,
+        body: Option<Value>,
+    ) {
+        let log = &mut self.writes[ti];
+        while log.len() >= WRITE_LOG_CAPACITY {
+            log.pop_front();
+        }
+        log.push_back(WriteRecord {
+            at: at.to_owned(),
+            method: method.to_ascii_uppercase(),
+            path: path.to_owned(),
+            status,
+            body: body.unwrap_or(Value::Null),
+        });
+    }
 }
 
 pub(crate) struct Inner {
@@ -165,6 +219,7 @@ impl GraphSim {
             throttle: Throttle::default(),
             faults,
             stats: vec![TenantStats::default(); n],
+            writes: vec![VecDeque::new(); n],
             rng: StdRng::seed_from_u64(scenario.seed),
         };
         Ok(Self { inner: Arc::new(Inner { world: Mutex::new(world), clock, settings }) })
@@ -237,6 +292,45 @@ impl GraphSim {
         Ok(world.stats[i].clone())
     }
 
+    /// The write log of a tenant, oldest first (see [`WriteRecord`]).
+    pub fn writes(&self, tenant: &str) -> Result<Vec<WriteRecord>, SimError> {
+        let world = self.inner.world.lock();
+        let i = Self::tenant_index(&world, tenant)?;
+        Ok(world.writes[i].iter().cloned().collect())
+    }
+
+    /// The refresh token a tenant accepts at the portal's v1 token endpoint.
+    pub fn portal_refresh_token(&self, tenant: &str) -> Result<String, SimError> {
+        let world = self.inner.world.lock();
+        let i = Self::tenant_index(&world, tenant)?;
+        Ok(world.tenants[i].portal_refresh_token.clone())
+    }
+
+    /// Logs a write answered before it reached a handler (its body was not JSON), under the
+    /// tenant its bearer token was issued for, if any.
+    pub(crate) fn record_unreadable_write(
+        &self,
+        authorization: Option<&str>,
+        method: &str,
+        path: &str,
+        status: u16,
+    ) {
+        if method.eq_ignore_ascii_case("GET") {
+            return;
+        }
+        let at = self.stamp_ms(self.inner.clock.elapsed_ms());
+        let mut world = self.inner.world.lock();
+        if let Some(ti) = world.issued(authorization).map(|t| t.tenant) {
+            world.record_write(ti, &at, method, path, status, None);
+        }
+    }
+
+    /// Simulated time `elapsed_ms` after start, RFC 3339 with milliseconds (write log times).
+    pub(crate) fn stamp_ms(&self, elapsed_ms: i64) -> String {
+        (self.inner.clock.at_secs(0) + chrono::TimeDelta::milliseconds(elapsed_ms))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
     /// Counters summed over every tenant.
     pub fn total_stats(&self) -> TenantStats {
         let world = self.inner.world.lock();
@@ -300,8 +394,35 @@ impl GraphSim {
         Ok(())
     }
 
-    /// Starts serving on `listener` (Graph under `/v1.0`, the token endpoint, `/_sim`).
+    /// Starts serving on `listener` (Graph under `/v1.0`, the token endpoints, the portal's
+    /// SSPR policy endpoint, `/_sim`).
     pub fn serve(&self, listener: std::net::TcpListener) -> std::io::Result<RunningSim> {
         server::serve(self.clone(), listener)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_log_keeps_the_newest_entries() {
+        let scenario = Scenario::parse("[[tenants]]\nid = \"t1\"\nusers = 3\n").unwrap();
+        let sim = GraphSim::from_scenario(&scenario).unwrap();
+        {
+            let mut world = sim.inner.world.lock();
+            for n in 0..WRITE_LOG_CAPACITY + 5 {
+                world.record_write(0, "at", "patch", &format!("/groups/{n}"), 204, None);
+            }
+        }
+        let writes = sim.writes("t1").unwrap();
+        assert_eq!(writes.len(), WRITE_LOG_CAPACITY);
+        assert_eq!(writes[0].path, "/groups/5", "the oldest are dropped first");
+        assert_eq!(writes[0].method, "PATCH");
+        assert_eq!(
+            writes[WRITE_LOG_CAPACITY - 1].path,
+            format!("/groups/{}", WRITE_LOG_CAPACITY + 4)
+        );
+        assert!(matches!(sim.writes("t2"), Err(SimError::UnknownTenant(_))));
     }
 }

@@ -83,6 +83,27 @@ pub struct LegacySspr {
     /// Password writeback to on-premises AD (only meaningful in hybrid tenants).
     #[serde(default)]
     pub writeback: bool,
+    /// Email allowed as a method (counts for users before migration is complete).
+    #[serde(default = "yes")]
+    pub email: bool,
+    /// Mobile phone (SMS and voice) allowed as a method.
+    #[serde(default = "yes")]
+    pub mobile_phone: bool,
+    /// Office phone allowed as a method.
+    #[serde(default)]
+    pub office_phone: bool,
+    /// Authenticator app notifications allowed as a method.
+    #[serde(default = "yes")]
+    pub mobile_app_notification: bool,
+    /// Authenticator app or hardware token codes allowed as a method.
+    #[serde(default = "yes")]
+    pub mobile_app_code: bool,
+    /// Users are notified when their password is reset.
+    #[serde(default = "yes")]
+    pub notify_users: bool,
+    /// All administrators are notified when another administrator resets their password.
+    #[serde(default = "yes")]
+    pub notify_admins: bool,
 }
 
 fn default_methods_required() -> u8 {
@@ -105,7 +126,42 @@ impl Default for LegacySspr {
             reconfirm_days: 180,
             security_questions: false,
             writeback: false,
+            email: true,
+            mobile_phone: true,
+            office_phone: false,
+            mobile_app_notification: true,
+            mobile_app_code: true,
+            notify_users: true,
+            notify_admins: true,
         }
+    }
+}
+
+impl LegacySspr {
+    /// Whether the legacy policy allows a registered method (a `method` bit) for SSPR.
+    pub(crate) fn allows(&self, bit: u8) -> bool {
+        match bit {
+            method::AUTHENTICATOR => self.mobile_app_notification || self.mobile_app_code,
+            method::SOFTWARE_OATH => self.mobile_app_code,
+            method::MOBILE_PHONE => self.mobile_phone,
+            method::EMAIL => self.email,
+            _ => false,
+        }
+    }
+
+    /// How many methods the policy offers users (security questions included).
+    pub(crate) fn methods_offered(&self) -> usize {
+        [
+            self.email,
+            self.mobile_phone,
+            self.office_phone,
+            self.security_questions,
+            self.mobile_app_notification,
+            self.mobile_app_code,
+        ]
+        .iter()
+        .filter(|on| **on)
+        .count()
     }
 }
 
@@ -132,16 +188,24 @@ pub(crate) struct Group {
     pub(crate) security_enabled: bool,
     pub(crate) group_types: Vec<String>,
     pub(crate) membership_rule: Option<String>,
+    /// `On` or `Paused` (dynamic groups; kept as set on a group converted to static).
+    pub(crate) processing_state: Option<String>,
     pub(crate) created_at_ms: i64,
     /// Before this (simulated ms) the group is not yet replicated: reads by id answer 404.
     pub(crate) visible_at_ms: i64,
-    /// Direct members, by user index.
+    /// Direct members, by user index. For a dynamic group whose rule processing is paused,
+    /// the members the rule had produced when it was paused.
     pub(crate) members: BTreeSet<u32>,
 }
 
 impl Group {
     pub(crate) fn is_dynamic(&self) -> bool {
         self.group_types.iter().any(|t| t.eq_ignore_ascii_case("DynamicMembership"))
+    }
+
+    /// Whether membership is the rule's evaluation right now (dynamic and not paused).
+    pub(crate) fn evaluates_rule(&self) -> bool {
+        self.is_dynamic() && self.processing_state.as_deref() != Some("Paused")
     }
 }
 
@@ -203,6 +267,11 @@ pub(crate) struct Tenant {
     pub(crate) on_premises_sync_enabled: Option<bool>,
     pub(crate) skus: Vec<Sku>,
     pub(crate) legacy: LegacySspr,
+    /// Properties of the portal's `PasswordResetPolicies` object that the model does not use,
+    /// as last written through the portal endpoint (given back on reads).
+    pub(crate) portal_extra: Map<String, Value>,
+    /// The refresh token the portal's token endpoint accepts for this tenant.
+    pub(crate) portal_refresh_token: String,
     pub(crate) audits: Vec<AuditEvent>,
     pub(crate) behaviour: Behaviour,
     pub(crate) grants: Vec<AppGrant>,
@@ -288,9 +357,10 @@ impl Tenant {
         self.groups.iter().find(|g| g.id.eq_ignore_ascii_case(id))
     }
 
-    /// Whether user `index` is a member of group `id` (dynamic groups evaluate their rule).
+    /// Whether user `index` is a member of group `id` (dynamic groups evaluate their rule:
+    /// every enabled member user, whatever the rule's text).
     pub(crate) fn is_member(&self, group: &Group, index: u32) -> bool {
-        if group.is_dynamic() {
+        if group.evaluates_rule() {
             let user = self.users[index as usize];
             user.flags & (flag::DISABLED | flag::GUEST) == 0
         } else {
@@ -300,7 +370,7 @@ impl Tenant {
 
     /// Members of a group in index order.
     pub(crate) fn members_of(&self, group: &Group) -> Vec<u32> {
-        if group.is_dynamic() {
+        if group.evaluates_rule() {
             (0..self.users.len() as u32).filter(|&i| self.is_member(group, i)).collect()
         } else {
             group.members.iter().copied().collect()
@@ -429,13 +499,21 @@ impl Tenant {
     }
 
     /// Whether a registered method counts towards SSPR for the user. Before migration the
-    /// legacy policy decides (its methods are assumed on); after it, the methods policy.
+    /// legacy policy decides; while migration is in progress either policy may allow it (the
+    /// legacy one is still honoured); once it is complete, only the methods policy.
     fn method_allowed(&self, bit: u8, index: u32) -> bool {
-        let migrated = self.methods_policy.get("policyMigrationState").and_then(Value::as_str)
-            == Some("migrationComplete");
-        if !migrated {
-            return true;
+        let state = self.methods_policy.get("policyMigrationState").and_then(Value::as_str);
+        match state {
+            Some("migrationComplete") => self.methods_policy_allows(bit, index),
+            Some("migrationInProgress") => {
+                self.legacy.allows(bit) || self.methods_policy_allows(bit, index)
+            }
+            _ => self.legacy.allows(bit),
         }
+    }
+
+    /// Whether the methods policy enables a method for the user.
+    fn methods_policy_allows(&self, bit: u8, index: u32) -> bool {
         let Some(config) = self.method_config(method::config_id(bit)) else { return false };
         let enabled = config.get("state").and_then(Value::as_str) == Some("enabled");
         let include =

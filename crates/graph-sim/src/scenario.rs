@@ -22,6 +22,13 @@
 //! [generate]                       # adds N generated tenants after the listed ones
 //! count = 25
 //! ```
+//!
+//! The legacy SSPR policy can also be written through the simulated (undocumented) portal
+//! endpoint, `PUT /api/PasswordReset/PasswordResetPolicies`, with a delegated token from the v1
+//! token endpoint (`POST /{tenant}/oauth2/token`, `grant_type=refresh_token`). Each tenant
+//! accepts one refresh token there: `portal_refresh_token` if the tenant sets it, otherwise
+//! `sim-portal-rt-<tenant id>` ([`default_portal_refresh_token`]), so tests and the demo can
+//! compute it for generated tenants too.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -223,6 +230,15 @@ pub struct TenantSpec {
     pub roles: Option<Vec<String>>,
     /// Faults at start.
     pub faults: Faults,
+    /// The refresh token the portal's v1 token endpoint accepts for this tenant (default
+    /// `sim-portal-rt-<tenant id>`, see [`default_portal_refresh_token`]).
+    pub portal_refresh_token: Option<String>,
+}
+
+/// The refresh token a tenant accepts at the portal's token endpoint when its scenario sets
+/// none: `sim-portal-rt-<tenant id>`.
+pub fn default_portal_refresh_token(tenant_id: &str) -> String {
+    format!("sim-portal-rt-{tenant_id}")
 }
 
 impl Default for TenantSpec {
@@ -247,6 +263,7 @@ impl Default for TenantSpec {
             consented: true,
             roles: None,
             faults: Faults::default(),
+            portal_refresh_token: None,
         }
     }
 }
@@ -556,6 +573,11 @@ fn build_tenant(
         on_premises_sync_enabled: spec.hybrid,
         skus,
         legacy: LegacySspr::default(),
+        portal_extra: serde_json::Map::new(),
+        portal_refresh_token: spec
+            .portal_refresh_token
+            .clone()
+            .unwrap_or_else(|| default_portal_refresh_token(&id)),
         audits: Vec::new(),
         behaviour: spec.behaviour.clone(),
         grants: apps
@@ -587,6 +609,7 @@ fn build_tenant(
             security_enabled: true,
             group_types: Vec::new(),
             membership_rule: None,
+            processing_state: None,
             created_at_ms: -86_400_000,
             visible_at_ms: i64::MIN,
             members: g.members.iter().copied().collect(),

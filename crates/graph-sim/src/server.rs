@@ -1,5 +1,7 @@
-//! The HTTP face of the simulator: Graph under `/v1.0`, the token endpoint, and the control
-//! API under `/_sim` (what a technician does in the portal, plus clock and statistics).
+//! The HTTP face of the simulator: Graph under `/v1.0`, the token endpoints (v2 for Graph, v1
+//! for the portal's delegated tokens), the portal's undocumented SSPR policy endpoint, and the
+//! control API under `/_sim` (what a technician does in the portal, plus clock, statistics
+//! and the write log).
 
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use serde_json::{Value, json};
 use crate::{
     Faults, GraphSim, LegacySspr, SimError,
     graph::{GraphRequest, Outcome},
+    portal::{POLICY_PATH, PortalRequest},
     response::SimResponse,
 };
 
@@ -47,6 +50,9 @@ pub(crate) fn serve(sim: GraphSim, listener: std::net::TcpListener) -> std::io::
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(4 * 1024 * 1024))
             .route("/{tenant}/oauth2/v2.0/token", web::post().to(token))
+            .route("/{tenant}/oauth2/token", web::post().to(portal_token))
+            .route(POLICY_PATH, web::get().to(portal))
+            .route(POLICY_PATH, web::put().to(portal))
             .route("/v1.0/{tail:.*}", web::route().to(graph))
             .service(
                 web::scope("/_sim")
@@ -57,6 +63,7 @@ pub(crate) fn serve(sim: GraphSim, listener: std::net::TcpListener) -> std::io::
                     .route("/tenants/{id}/faults", web::put().to(set_faults))
                     .route("/tenants/{id}/resets", web::post().to(record_reset))
                     .route("/tenants/{id}/stats", web::get().to(tenant_stats))
+                    .route("/tenants/{id}/writes", web::get().to(tenant_writes))
                     .route("/stats", web::get().to(total_stats))
                     .route("/clock", web::get().to(clock))
                     .route("/clock/advance", web::post().to(advance)),
@@ -104,6 +111,50 @@ async fn token(
     to_http(sim.token(&path, &form))
 }
 
+async fn portal_token(
+    sim: web::Data<GraphSim>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    to_http(sim.portal_token(&path, &form))
+}
+
+async fn portal(sim: web::Data<GraphSim>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let header =
+        |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let client_request_id = header("x-ms-client-request-id");
+    let body = if body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                let mut r = SimResponse::bad_request(format!("The request body is not JSON: {e}"));
+                r.stamp(
+                    &uuid::Uuid::new_v4().to_string(),
+                    client_request_id.as_deref(),
+                    &sim.clock().now().to_rfc3339(),
+                );
+                sim.record_unreadable_write(
+                    header("authorization").as_deref(),
+                    req.method().as_str(),
+                    POLICY_PATH,
+                    r.status,
+                );
+                return to_http(r);
+            }
+        }
+    };
+    to_http(sim.portal(PortalRequest {
+        method: req.method().as_str().to_owned(),
+        query: req.query_string().to_owned(),
+        authorization: header("authorization"),
+        client_request_id,
+        body,
+    }))
+}
+
 async fn graph(sim: web::Data<GraphSim>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let tail = req.match_info().get("tail").unwrap_or("").to_owned();
     let header =
@@ -122,6 +173,12 @@ async fn graph(sim: web::Data<GraphSim>, req: HttpRequest, body: web::Bytes) -> 
                 &uuid::Uuid::new_v4().to_string(),
                 header("client-request-id").as_deref(),
                 &sim.clock().now().to_rfc3339(),
+            );
+            sim.record_unreadable_write(
+                header("authorization").as_deref(),
+                req.method().as_str(),
+                &format!("/{tail}"),
+                r.status,
             );
             return to_http(r);
         }
@@ -220,6 +277,10 @@ async fn record_reset(
 
 async fn tenant_stats(sim: web::Data<GraphSim>, id: web::Path<String>) -> HttpResponse {
     sim.stats(&id).map_or_else(control_error, |s| HttpResponse::Ok().json(s))
+}
+
+async fn tenant_writes(sim: web::Data<GraphSim>, id: web::Path<String>) -> HttpResponse {
+    sim.writes(&id).map_or_else(control_error, |w| HttpResponse::Ok().json(json!({"writes": w})))
 }
 
 async fn total_stats(sim: web::Data<GraphSim>) -> HttpResponse {

@@ -15,13 +15,29 @@ pub(crate) struct IssuedToken {
     pub(crate) client_id: String,
     pub(crate) roles: BTreeSet<String>,
     pub(crate) expires_ms: i64,
+    pub(crate) audience: Audience,
+}
+
+/// What a token was issued for; each is refused by the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Audience {
+    /// App-only, for Graph (client credentials, v2 endpoint).
+    Graph,
+    /// Delegated, for the portal's API (refresh token, v1 endpoint).
+    Portal,
 }
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// An AAD error response: `error`, `error_description` starting with `AADSTS<code>:`, codes,
 /// trace and correlation ids, timestamp and `error_uri`.
-fn aad_error(status: u16, error: &str, code: u32, message: &str, now: &str) -> SimResponse {
+pub(crate) fn aad_error(
+    status: u16,
+    error: &str,
+    code: u32,
+    message: &str,
+    now: &str,
+) -> SimResponse {
     let trace = uuid::Uuid::new_v4().to_string();
     let correlation = uuid::Uuid::new_v4().to_string();
     SimResponse::json(
@@ -40,7 +56,7 @@ fn aad_error(status: u16, error: &str, code: u32, message: &str, now: &str) -> S
     )
 }
 
-fn form_value<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn form_value<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
     form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
@@ -170,6 +186,7 @@ impl GraphSim {
                 client_id,
                 roles: grant.roles.clone(),
                 expires_ms: clock.elapsed_ms() + lifetime * 1000,
+                audience: Audience::Graph,
             },
         );
         SimResponse::json(
@@ -189,9 +206,7 @@ fn jwt_shaped_token(
     now: i64,
     lifetime: i64,
 ) -> String {
-    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-    let header = json!({"typ": "JWT", "alg": "RS256", "kid": "graph-sim"});
-    let payload = json!({
+    jwt_shaped(&json!({
         "aud": "https://graph.microsoft.com",
         "iss": format!("https://sts.windows.net/{tenant_id}/"),
         "iat": now,
@@ -202,7 +217,13 @@ fn jwt_shaped_token(
         "tid": tenant_id,
         "roles": roles,
         "ver": "1.0",
-    });
+    }))
+}
+
+/// A JWT-shaped token with this payload and a random signature.
+pub(crate) fn jwt_shaped(payload: &Value) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let header = json!({"typ": "JWT", "alg": "RS256", "kid": "graph-sim"});
     let mut signature = [0u8; 32];
     rand::rng().fill_bytes(&mut signature);
     format!(
@@ -225,7 +246,7 @@ fn not_in_directory(client_id: &str, tenant_id: &str, now: &str) -> SimResponse 
     )
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -287,9 +308,26 @@ fn verify_assertion(
 }
 
 impl World {
-    /// The token behind a bearer value, if it is valid at `now_ms`.
+    /// The Graph token behind a bearer value, if it is valid at `now_ms`.
     pub(crate) fn bearer(&self, value: Option<&str>, now_ms: i64) -> Option<&IssuedToken> {
-        let token = value?.strip_prefix("Bearer ").or_else(|| value?.strip_prefix("bearer "))?;
-        self.tokens.get(token.trim()).filter(|t| t.expires_ms > now_ms)
+        self.bearer_for(value, now_ms, Audience::Graph)
+    }
+
+    /// The token for `audience` behind a bearer value, if it is valid at `now_ms`.
+    pub(crate) fn bearer_for(
+        &self,
+        value: Option<&str>,
+        now_ms: i64,
+        audience: Audience,
+    ) -> Option<&IssuedToken> {
+        self.issued(value).filter(|t| t.expires_ms > now_ms && t.audience == audience)
+    }
+
+    /// Any token the simulator issued behind a bearer value, expired or not, whatever its
+    /// audience (to say why it is refused, and which tenant a refused request was for).
+    pub(crate) fn issued(&self, value: Option<&str>) -> Option<&IssuedToken> {
+        let value = value?;
+        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+        self.tokens.get(token.trim())
     }
 }

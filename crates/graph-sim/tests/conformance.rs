@@ -928,3 +928,557 @@ async fn every_remaining_endpoint_answers_in_graph_shape() {
     );
     assert_eq!(s.get(&token, &format!("/groups/{gid}")).await.0, 404);
 }
+
+/// A premium tenant with guests and disabled accounts, and one without premium.
+const MEMBERSHIP: &str = r#"
+seed = 21
+[settings]
+time_speed = 0.0
+page_size = 50
+
+[[tenants]]
+id = "0b6a3a8e-5555-4c2d-9e7f-000000000005"
+name = "Woodgrove"
+users = 12
+admins = 2
+guests = 2
+disabled = 3
+licence = "p1"
+
+[[tenants]]
+id = "0b6a3a8e-6666-4c2d-9e7f-000000000006"
+name = "Litware"
+users = 6
+licence = "business_standard"
+"#;
+
+const WOODGROVE: &str = "0b6a3a8e-5555-4c2d-9e7f-000000000005";
+const LITWARE: &str = "0b6a3a8e-6666-4c2d-9e7f-000000000006";
+const ALL_MEMBERS_RULE: &str = r#"(user.accountEnabled -eq true) and (user.userType -eq "Member")"#;
+
+impl Sim {
+    /// Creates a security group (with `members` bound) and waits out replication.
+    async fn group(&self, token: &str, name: &str, members: &[String]) -> String {
+        let mut body = json!({"displayName": name, "mailEnabled": false, "mailNickname": name, "securityEnabled": true, "groupTypes": []});
+        if !members.is_empty() {
+            let binds: Vec<String> = members
+                .iter()
+                .map(|m| format!("https://graph.microsoft.com/v1.0/directoryObjects/{m}"))
+                .collect();
+            body["members@odata.bind"] = json!(binds);
+        }
+        let (status, _, group) =
+            self.call(token, reqwest::Method::POST, "/groups", Some(body)).await;
+        assert_eq!(status, 201, "{group}");
+        self.sim.clock().advance(chrono::TimeDelta::seconds(10));
+        group["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn ids(&self, token: &str, path: &str) -> Vec<String> {
+        let (status, body) = self.get(token, path).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("@odata.nextLink").is_none(), "one page expected");
+        let mut ids: Vec<String> = body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    async fn patch(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        let (status, _, body) = self.call(token, reqwest::Method::PATCH, path, Some(body)).await;
+        (status, body)
+    }
+}
+
+#[tokio::test]
+async fn groups_convert_to_dynamic_membership_and_back_like_entra() {
+    let s = start(MEMBERSHIP).await;
+    let token = s.token(WOODGROVE).await;
+    let everyone = s.ids(&token, "/users").await;
+    let enabled_members = s
+        .ids(&token, "/users?$filter=accountEnabled%20eq%20true%20and%20userType%20eq%20'Member'")
+        .await;
+    assert_eq!((everyone.len(), enabled_members.len()), (12, 7), "2 guests and 3 disabled");
+    let guest = everyone.iter().find(|u| !enabled_members.contains(u)).unwrap().clone();
+    let gid = s.group(&token, "pilot", &[enabled_members[0].clone(), guest.clone()]).await;
+    let path = format!("/groups/{gid}");
+    let to_dynamic = json!({"groupTypes": ["DynamicMembership"], "membershipRule": ALL_MEMBERS_RULE, "membershipRuleProcessingState": "On"});
+
+    // Refusals leave the group as it was.
+    let mut with_binds = to_dynamic.clone();
+    with_binds["members@odata.bind"] = json!([format!(
+        "https://graph.microsoft.com/v1.0/directoryObjects/{}",
+        enabled_members[1]
+    )]);
+    let (status, body) = s.patch(&token, &path, with_binds).await;
+    assert_eq!(status, 400, "members cannot be bound while becoming dynamic: {body}");
+    assert_graph_error(&body, "Request_BadRequest");
+    let (status, _) = s.patch(&token, &path, json!({"groupTypes": ["DynamicMembership"]})).await;
+    assert_eq!(status, 400, "a dynamic group needs a rule");
+    let mut bad_state = to_dynamic.clone();
+    bad_state["membershipRuleProcessingState"] = json!("Sometimes");
+    assert_eq!(s.patch(&token, &path, bad_state).await.0, 400, "On or Paused only");
+    let (status, _) = s.patch(&token, &path, json!({"groupTypes": ["Unified"]})).await;
+    assert_eq!(status, 400, "only DynamicMembership can change");
+    assert_eq!(s.ids(&token, &format!("{path}/members")).await.len(), 2);
+
+    // Static to dynamic: the assigned members are replaced by the rule's result.
+    let (status, body) = s.patch(&token, &path, to_dynamic).await;
+    assert_eq!(status, 204, "{body}");
+    let (_, group) = s.get(&token, &path).await;
+    assert_eq!(group["groupTypes"], json!(["DynamicMembership"]));
+    assert_eq!(group["membershipRule"], ALL_MEMBERS_RULE);
+    assert_eq!(group["membershipRuleProcessingState"], "On");
+    assert_eq!(s.ids(&token, &format!("{path}/members")).await, enabled_members);
+    let add =
+        json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{guest}")});
+    let refs = format!("{path}/members/$ref");
+    let (status, _, _) = s.call(&token, reqwest::Method::POST, &refs, Some(add.clone())).await;
+    assert_eq!(status, 400, "no assigned members in a dynamic group");
+
+    // Dynamic to static: the rule's members stay, as assigned members; the rule is cleared.
+    let (status, body) = s.patch(&token, &path, json!({"groupTypes": []})).await;
+    assert_eq!(status, 204, "{body}");
+    let (_, group) = s.get(&token, &path).await;
+    assert_eq!(group["groupTypes"], json!([]));
+    assert_eq!(group["membershipRule"], Value::Null);
+    assert_eq!(group["membershipRuleProcessingState"], Value::Null);
+    assert_eq!(s.ids(&token, &format!("{path}/members")).await, enabled_members);
+    let (status, _, _) = s.call(&token, reqwest::Method::POST, &refs, Some(add)).await;
+    assert_eq!(status, 204, "a static group takes assigned members again");
+    assert_eq!(s.ids(&token, &format!("{path}/members")).await.len(), 8);
+
+    // Microsoft's own conversion sample pauses the rule as it removes the type.
+    let (status, _) = s
+        .patch(
+            &token,
+            &path,
+            json!({"groupTypes": ["DynamicMembership"], "membershipRule": ALL_MEMBERS_RULE}),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = s
+        .patch(&token, &path, json!({"groupTypes": [], "membershipRuleProcessingState": "Paused"}))
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(s.ids(&token, &format!("{path}/members")).await, enabled_members);
+}
+
+#[tokio::test]
+async fn dynamic_membership_by_patch_needs_premium() {
+    let s = start(MEMBERSHIP).await;
+    let token = s.token(LITWARE).await;
+    let users = s.ids(&token, "/users").await;
+    let gid = s.group(&token, "pilot", &users[..1]).await;
+    let path = format!("/groups/{gid}");
+    let (status, body) = s
+        .patch(&token, &path, json!({"groupTypes": ["DynamicMembership"], "membershipRule": ALL_MEMBERS_RULE, "membershipRuleProcessingState": "On"}))
+        .await;
+    assert_eq!(status, 400);
+    assert_graph_error(&body, "Request_BadRequest");
+    assert!(body["error"]["message"].as_str().unwrap().contains("Premium"), "{body}");
+    let (_, group) = s.get(&token, &path).await;
+    assert_eq!(group["groupTypes"], json!([]));
+    assert_eq!(s.ids(&token, &format!("{path}/members")).await, users[..1].to_vec());
+}
+
+#[tokio::test]
+async fn the_write_log_keeps_every_write_in_order_with_its_answer() {
+    let s = start(SCENARIO).await;
+    let token = s.token(CONTOSO).await;
+    s.get(&token, "/organization").await;
+    let gid = s.group(&token, "logged", &[]).await;
+    let (status, _) =
+        s.patch(&token, &format!("/groups/{gid}?x=1"), json!({"description": "d"})).await;
+    assert_eq!(status, 204);
+    let ghost = "ffffffff-0000-4000-8000-000000000000";
+    let add =
+        json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{ghost}")});
+    let (status, _, _) = s
+        .call(
+            &token,
+            reqwest::Method::POST,
+            &format!("/groups/{gid}/members/$ref"),
+            Some(add.clone()),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let batch = json!({"requests": [
+        {"id": "1", "method": "GET", "url": "/organization"},
+        {"id": "2", "method": "DELETE", "url": format!("/groups/{gid}"), "dependsOn": ["1"]}
+    ]});
+    let (status, _, _) = s.call(&token, reqwest::Method::POST, "/$batch", Some(batch)).await;
+    assert_eq!(status, 200);
+    let (status, _, _) =
+        s.call(&token, reqwest::Method::POST, "/$batch", Some(json!({"requests": []}))).await;
+    assert_eq!(status, 400, "a batch refused as a whole is logged as itself");
+    let r = s
+        .http
+        .patch(format!("{}/v1.0/groups/{gid}", s.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a body that is not JSON is logged too");
+
+    let writes = s.sim.writes(CONTOSO).unwrap();
+    let seen: Vec<(&str, &str, u16)> =
+        writes.iter().map(|w| (w.method.as_str(), w.path.as_str(), w.status)).collect();
+    let group_path = format!("/groups/{gid}");
+    let ref_path = format!("/groups/{gid}/members/$ref");
+    assert_eq!(
+        seen,
+        vec![
+            ("POST", "/groups", 201),
+            ("PATCH", group_path.as_str(), 204),
+            ("POST", ref_path.as_str(), 404),
+            ("DELETE", group_path.as_str(), 204),
+            ("POST", "/$batch", 400),
+            ("PATCH", group_path.as_str(), 400),
+        ]
+    );
+    assert_eq!(writes[5].body, Value::Null);
+    assert_eq!(writes[0].body["displayName"], "logged");
+    assert_eq!(writes[1].body, json!({"description": "d"}));
+    assert_eq!(writes[2].body, add);
+    assert_eq!(writes[3].body, Value::Null);
+    let first = chrono::DateTime::parse_from_rfc3339(&writes[0].at).unwrap();
+    let second = chrono::DateTime::parse_from_rfc3339(&writes[1].at).unwrap();
+    assert_eq!(second - first, chrono::TimeDelta::seconds(10), "simulated time");
+    assert!(writes[0].at.ends_with(".000Z"), "milliseconds: {}", writes[0].at);
+
+    // The control API serves the same log; other tenants have their own.
+    let served: Value = s
+        .http
+        .get(format!("{}/_sim/tenants/{CONTOSO}/writes", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served["writes"], serde_json::to_value(&writes).unwrap());
+    assert!(s.sim.writes(FABRIKAM).unwrap().is_empty());
+    let r = s.http.get(format!("{}/_sim/tenants/nope/writes", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+/// The JSON payload of a JWT-shaped token.
+fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap(),
+    )
+    .unwrap()
+}
+
+impl Sim {
+    async fn portal_token_form(&self, tenant: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}/{tenant}/oauth2/token", self.base))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json().await.unwrap())
+    }
+
+    async fn portal_token(&self, tenant: &str) -> String {
+        let rt = self.sim.portal_refresh_token(tenant).unwrap();
+        let (status, body) = self
+            .portal_token_form(
+                tenant,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("resource", sspr_graph_sim::PORTAL_RESOURCE_ID),
+                    ("refresh_token", &rt),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn portal(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let url = format!(
+            "{}/api/PasswordReset/PasswordResetPolicies?getPasswordResetEnabledGroup=true",
+            self.base
+        );
+        let mut req = self
+            .http
+            .request(method, url)
+            .bearer_auth(token)
+            .header("x-ms-client-request-id", "c0ffee00-9999-2222-3333-444455556666")
+            .header("X-Requested-With", "XMLHttpRequest");
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json;charset=UTF-8").body(b.to_string());
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+    }
+}
+
+#[tokio::test]
+async fn the_portal_token_endpoint_trades_the_tenant_refresh_token_for_a_delegated_token() {
+    let scenario = SCENARIO.replace(
+        "name = \"Fabrikam\"",
+        "name = \"Fabrikam\"\nportal_refresh_token = \"fabrikam-partner-rt\"",
+    );
+    let s = start(&scenario).await;
+    let resource = sspr_graph_sim::PORTAL_RESOURCE_ID;
+    let default_rt = sspr_graph_sim::scenario::default_portal_refresh_token(CONTOSO);
+    assert_eq!(s.sim.portal_refresh_token(CONTOSO).unwrap(), default_rt);
+    let (status, body) = s
+        .portal_token_form(
+            "contoso.onmicrosoft.com",
+            &[
+                ("grant_type", "refresh_token"),
+                ("resource", resource),
+                ("refresh_token", &default_rt),
+                ("client_id", DEFAULT_CLIENT_ID),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3599);
+    assert!(body["refresh_token"].is_string());
+    let c = claims(body["access_token"].as_str().unwrap());
+    assert_eq!((c["aud"].as_str(), c["tid"].as_str()), (Some(resource), Some(CONTOSO)), "{c}");
+    assert_eq!(c["scp"], "user_impersonation");
+    assert_eq!(c["idtyp"], "user");
+    assert!(c.get("roles").is_none(), "delegated, not app-only: {c}");
+    assert_eq!(s.sim.stats(CONTOSO).unwrap().token_requests, 1);
+
+    let (status, _) = s
+        .portal_token_form(
+            FABRIKAM,
+            &[
+                ("grant_type", "refresh_token"),
+                ("resource", resource),
+                ("refresh_token", "fabrikam-partner-rt"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "a configured refresh token");
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str, u64);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            FABRIKAM,
+            vec![
+                ("grant_type", "refresh_token"),
+                ("resource", resource),
+                ("refresh_token", "guess"),
+            ],
+            400,
+            "invalid_grant",
+            70000,
+        ),
+        (
+            CONTOSO,
+            vec![
+                ("grant_type", "refresh_token"),
+                ("resource", resource),
+                ("refresh_token", "fabrikam-partner-rt"),
+            ],
+            400,
+            "invalid_grant",
+            70000,
+        ),
+        (
+            "nosuchtenant.onmicrosoft.com",
+            vec![
+                ("grant_type", "refresh_token"),
+                ("resource", resource),
+                ("refresh_token", &default_rt),
+            ],
+            400,
+            "invalid_request",
+            90002,
+        ),
+        (
+            CONTOSO,
+            vec![
+                ("grant_type", "refresh_token"),
+                ("resource", "https://graph.microsoft.com"),
+                ("refresh_token", &default_rt),
+            ],
+            400,
+            "invalid_resource",
+            500011,
+        ),
+        (
+            CONTOSO,
+            vec![("grant_type", "refresh_token"), ("resource", resource)],
+            400,
+            "invalid_request",
+            900144,
+        ),
+        (
+            CONTOSO,
+            vec![("grant_type", "password"), ("resource", resource)],
+            400,
+            "unsupported_grant_type",
+            70003,
+        ),
+    ];
+    for (tenant, form, status, error, code) in cases {
+        let (st, body) = s.portal_token_form(tenant, &form).await;
+        assert_eq!(st.as_u16(), status, "{body}");
+        assert_eq!(body["error"], error, "{body}");
+        assert_eq!(body["error_codes"], json!([code]));
+        assert!(body["error_description"].as_str().unwrap().starts_with(&format!("AADSTS{code}:")));
+        for k in ["timestamp", "trace_id", "correlation_id", "error_uri"] {
+            assert!(body[k].is_string(), "{k} missing in {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn portal_and_graph_tokens_are_not_interchangeable() {
+    let s = start(SCENARIO).await;
+    let app_only = s.token(CONTOSO).await;
+    let (status, body) = s.portal(&app_only, reqwest::Method::GET, None).await;
+    assert_eq!(status, 401, "app-only tokens are refused by the portal: {body}");
+    assert_graph_error(&body, "InvalidAuthenticationToken");
+    let (status, _) = s
+        .portal(
+            &app_only,
+            reqwest::Method::PUT,
+            Some(json!({"objectId": "default", "enablementType": 2})),
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(s.sim.legacy_sspr(CONTOSO).unwrap().enablement, Enablement::None);
+    assert_eq!(s.portal("not-a-token", reqwest::Method::GET, None).await.0, 401);
+
+    let delegated = s.portal_token(CONTOSO).await;
+    let (status, body) = s.get(&delegated, "/organization").await;
+    assert_eq!(status, 401, "the portal's token is not for Graph: {body}");
+    assert_graph_error(&body, "InvalidAuthenticationToken");
+    assert_eq!(s.portal(&delegated, reqwest::Method::GET, None).await.0, 200);
+}
+
+#[tokio::test]
+async fn the_portal_policy_round_trips_and_sets_who_sspr_is_enabled_for() {
+    let s = start(SCENARIO).await;
+    let token = s.token(CONTOSO).await;
+    let (_, users) = s.get(&token, "/users?$filter=userType%20eq%20'Member'&$top=20").await;
+    let pilot = users["value"][5]["id"].as_str().unwrap().to_owned();
+    let other = users["value"][6]["id"].as_str().unwrap().to_owned();
+    let gid = s.group(&token, "ssprpilot", std::slice::from_ref(&pilot)).await;
+    let enabled = |id: String| {
+        let s = &s;
+        let token = token.clone();
+        async move {
+            s.get(&token, &format!("/reports/authenticationMethods/userRegistrationDetails/{id}"))
+                .await
+                .1["isSsprEnabled"]
+                .clone()
+        }
+    };
+    assert_eq!(enabled(pilot.clone()).await, false);
+
+    let portal = s.portal_token(CONTOSO).await;
+    let (status, current) = s.portal(&portal, reqwest::Method::GET, None).await;
+    assert_eq!(status, 200, "{current}");
+    assert_eq!(current["objectId"], "default");
+    assert_eq!(current["enablementType"], 0);
+    assert_eq!(current["passwordResetEnabledGroupIds"], json!([]));
+    assert_eq!(current["registrationReconfirmIntevalInDays"], 180);
+    assert_eq!(current["numberOfQuestionsToRegister"], 5, "portal defaults are there too");
+
+    let mut desired = current.clone();
+    desired["enablementType"] = json!(1);
+    desired["passwordResetEnabledGroupIds"] = json!([gid]);
+    desired["numberOfAuthenticationMethodsRequired"] = json!(2);
+    desired["registrationReconfirmIntevalInDays"] = json!(90);
+    desired["customHelpdeskEmailOrUrl"] = json!("https://help.example");
+    for (field, value) in [
+        ("objectId", json!("other")),
+        ("enablementType", json!(3)),
+        ("passwordResetEnabledGroupIds", json!([gid, gid])),
+        ("passwordResetEnabledGroupIds", json!(["ffffffff-0000-4000-8000-000000000000"])),
+        ("numberOfAuthenticationMethodsRequired", json!(3)),
+        ("registrationReconfirmIntevalInDays", json!(731)),
+        ("emailOptionEnabled", json!("yes")),
+    ] {
+        let mut bad = desired.clone();
+        bad[field] = value.clone();
+        let (status, body) = s.portal(&portal, reqwest::Method::PUT, Some(bad)).await;
+        assert_eq!(status, 400, "{field} = {value}: {body}");
+        assert_graph_error(&body, "Request_BadRequest");
+    }
+    assert_eq!(s.sim.legacy_sspr(CONTOSO).unwrap().enablement, Enablement::None, "nothing applied");
+
+    let (status, stored) = s.portal(&portal, reqwest::Method::PUT, Some(desired.clone())).await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["enablementType"], 1);
+    assert_eq!(stored["passwordResetEnabledGroupIds"], json!([gid]));
+    assert_eq!(stored["passwordResetEnabledGroupName"], "ssprpilot");
+    let (_, read) = s.portal(&portal, reqwest::Method::GET, None).await;
+    assert_eq!(read, stored, "a read gives back what was stored");
+    assert_eq!(read["customHelpdeskEmailOrUrl"], "https://help.example");
+    let legacy = s.sim.legacy_sspr(CONTOSO).unwrap();
+    assert_eq!(
+        (
+            legacy.enablement,
+            legacy.group_id.as_deref(),
+            legacy.methods_required,
+            legacy.reconfirm_days
+        ),
+        (Enablement::Selected, Some(gid.as_str()), 2, 90)
+    );
+    assert_eq!(enabled(pilot.clone()).await, true);
+    assert_eq!(enabled(other.clone()).await, false);
+
+    // Everyone, then nobody.
+    let mut all = read.clone();
+    all["enablementType"] = json!(2);
+    assert_eq!(s.portal(&portal, reqwest::Method::PUT, Some(all)).await.0, 200);
+    assert_eq!(enabled(other.clone()).await, true);
+    let mut none = read.clone();
+    none["enablementType"] = json!(0);
+    assert_eq!(s.portal(&portal, reqwest::Method::PUT, Some(none)).await.0, 200);
+    assert_eq!(enabled(pilot.clone()).await, false);
+
+    // Counted in the tenant's statistics and write log; the control API sees the result.
+    let stats = s.sim.stats(CONTOSO).unwrap();
+    assert_eq!(stats.by_endpoint["PUT /api/PasswordReset/PasswordResetPolicies"], 10);
+    assert_eq!(stats.by_endpoint["GET /api/PasswordReset/PasswordResetPolicies"], 2);
+    let puts: Vec<u16> = s
+        .sim
+        .writes(CONTOSO)
+        .unwrap()
+        .iter()
+        .filter(|w| w.path == "/api/PasswordReset/PasswordResetPolicies")
+        .map(|w| w.status)
+        .collect();
+    assert_eq!(puts, vec![400, 400, 400, 400, 400, 400, 400, 200, 200, 200]);
+    let legacy: Value = s
+        .http
+        .get(format!("{}/_sim/tenants/{CONTOSO}/legacy-sspr", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(legacy["enablement"], "none");
+    assert_eq!(legacy["reconfirm_days"], 90);
+}

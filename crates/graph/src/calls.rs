@@ -296,6 +296,82 @@ impl GraphClient {
         Ok(created)
     }
 
+    /// `DELETE /groups/{id}` (204); a group that is already gone (404) is not an error. A group
+    /// this client just created is waited for (replication delay) rather than taken as gone.
+    pub async fn delete_group(&self, tenant: &Tenant, id: &str) -> Result<(), GraphError> {
+        let call = Call::new(Method::DELETE, format!("/groups/{id}"), "DELETE /groups/{id}")
+            .refs([id.to_owned()])
+            .refs_in_path();
+        match self.send(tenant, call).await {
+            Ok(_) => {
+                self.forget_created(id);
+                Ok(())
+            }
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes a security group's membership dynamic with `rule` (`PATCH /groups/{id}` with
+    /// `groupTypes: ["DynamicMembership"]`, the rule and processing `On`; 204). Entra replaces
+    /// the assigned members with the rule's result; the tenant needs Entra ID P1 or P2 (Graph
+    /// answers 400 otherwise). `groupTypes` is sent whole, so this is for security groups,
+    /// whose only other type is none.
+    pub async fn set_group_dynamic(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        rule: &str,
+    ) -> Result<(), GraphError> {
+        let body = json!({
+            "groupTypes": [crate::types::DYNAMIC_MEMBERSHIP],
+            "membershipRule": rule,
+            "membershipRuleProcessingState": "On",
+        });
+        self.patch_group(tenant, id, body).await
+    }
+
+    /// Makes a security group's membership assigned again (`PATCH /groups/{id}` with
+    /// `groupTypes: []`; 204). Entra keeps the members the rule had produced as assigned
+    /// members. For security groups only, like [`GraphClient::set_group_dynamic`].
+    pub async fn set_group_assigned(&self, tenant: &Tenant, id: &str) -> Result<(), GraphError> {
+        self.patch_group(tenant, id, json!({"groupTypes": []})).await
+    }
+
+    async fn patch_group(&self, tenant: &Tenant, id: &str, body: Value) -> Result<(), GraphError> {
+        let call = Call::new(Method::PATCH, format!("/groups/{id}"), "PATCH /groups/{id}")
+            .body(body)
+            .refs([id.to_owned()])
+            .refs_in_path();
+        self.send(tenant, call).await.map(|_| ())
+    }
+
+    /// Every user matching `filter` (an OData `$filter`, e.g.
+    /// `accountEnabled eq true and userType eq 'Member'`), with the properties `select` names
+    /// (`$select`, e.g. `id,userPrincipalName,accountEnabled,userType`; empty for Graph's
+    /// default set), page by page: memory stays bounded by one page.
+    pub async fn for_each_user(
+        &self,
+        tenant: &Tenant,
+        filter: Option<&str>,
+        select: &str,
+        page: impl FnMut(Vec<User>),
+    ) -> Result<(), GraphError> {
+        let mut query = Vec::new();
+        if !select.is_empty() {
+            query.push(format!("$select={}", encode(select)));
+        }
+        if let Some(filter) = filter {
+            query.push(format!("$filter={}", encode(filter)));
+        }
+        let path = if query.is_empty() {
+            "/users".to_owned()
+        } else {
+            format!("/users?{}", query.join("&"))
+        };
+        self.for_each_page(tenant, path, "GET /users", page).await
+    }
+
     /// Members of a group, every page.
     pub async fn group_members(
         &self,
@@ -330,7 +406,9 @@ impl GraphClient {
             "POST /groups/{id}/members/$ref",
         )
         .body(body)
-        .refs([group_id.to_owned()]);
+        .refs([group_id.to_owned()])
+        // A new group not replicated yet answers 404; the 400 for an existing member is final.
+        .refs_in_path();
         match self.send(tenant, call).await {
             Ok(_) => Ok(AddMember::Added),
             Err(GraphError::Graph { status: 400, message, .. })
@@ -386,7 +464,8 @@ impl GraphClient {
         Ok(results)
     }
 
-    /// `DELETE /groups/{id}/members/{objectId}/$ref`; a non-member is not an error.
+    /// `DELETE /groups/{id}/members/{objectId}/$ref`; a non-member (404: already removed) is
+    /// not an error.
     pub async fn remove_group_member(
         &self,
         tenant: &Tenant,

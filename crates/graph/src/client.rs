@@ -44,11 +44,28 @@ pub(crate) struct Call {
     pub(crate) endpoint: &'static str,
     /// Ids of objects the request refers to (for telling replication delay from absence).
     pub(crate) refs: Vec<String>,
+    /// Whether only a 404 can mean a referred object is not replicated yet (the object is the
+    /// resource the URL names); otherwise a 400 can too (an object named in the body).
+    pub(crate) refs_in_path: bool,
 }
 
 impl Call {
     pub(crate) fn new(method: Method, path: impl Into<String>, endpoint: &'static str) -> Self {
-        Self { method, path: path.into(), body: None, endpoint, refs: Vec::new() }
+        Self {
+            method,
+            path: path.into(),
+            body: None,
+            endpoint,
+            refs: Vec::new(),
+            refs_in_path: false,
+        }
+    }
+
+    /// The referred objects are the resource the URL names: a 400 about it is a refusal, never
+    /// replication delay.
+    pub(crate) fn refs_in_path(mut self) -> Self {
+        self.refs_in_path = true;
+        self
     }
 
     pub(crate) fn body(mut self, body: Value) -> Self {
@@ -114,6 +131,33 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_millis(secs as u64))
 }
 
+/// The HTTP client every Microsoft endpoint is called with (rustls, pooled, sspr-fleet's user
+/// agent).
+pub(crate) fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, GraphError> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("sspr-fleet/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| GraphError::Invalid(format!("cannot build the HTTP client: {e}")))
+}
+
+/// The identity platform's refusal of a token request, from its OAuth error body (`error`,
+/// `error_codes`, the first line of `error_description`).
+pub(crate) fn token_refusal(status: u16, body: &Value) -> GraphError {
+    let description = body.get("error_description").and_then(Value::as_str).unwrap_or("");
+    GraphError::Token {
+        status,
+        error: body.get("error").and_then(Value::as_str).unwrap_or("unknown").to_owned(),
+        codes: body
+            .get("error_codes")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default(),
+        description: description.lines().next().unwrap_or("").to_owned(),
+    }
+}
+
 struct Inner {
     http: reqwest::Client,
     cfg: GraphConfig,
@@ -156,12 +200,7 @@ enum Attempt {
 impl GraphClient {
     /// A client with the given configuration.
     pub fn new(cfg: GraphConfig) -> Result<Self, GraphError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("sspr-fleet/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| GraphError::Invalid(format!("cannot build the HTTP client: {e}")))?;
+        let http = http_client(cfg.connect_timeout)?;
         let limits = Limits::new(&cfg);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -194,6 +233,11 @@ impl GraphClient {
     /// Holds every call of the tenant for `wait` (a `Retry-After` from a `$batch` item).
     pub(crate) fn block_tenant(&self, tenant: &str, wait: Duration) {
         self.inner.limits.block(tenant, Instant::now() + wait);
+    }
+
+    /// Forgets that this client created `id` (it was deleted: a 404 about it is final now).
+    pub(crate) fn forget_created(&self, id: &str) {
+        self.inner.created.lock().remove(&id.to_ascii_lowercase());
     }
 
     /// Remembers that this client created `id` now (new objects may be invisible for a while).
@@ -277,22 +321,7 @@ impl GraphClient {
                             expires_at: Instant::now() + Duration::from_secs(expires_in as u64),
                         });
                     }
-                    let description =
-                        body.get("error_description").and_then(Value::as_str).unwrap_or("");
-                    Err(GraphError::Token {
-                        status,
-                        error: body
-                            .get("error")
-                            .and_then(Value::as_str)
-                            .unwrap_or("unknown")
-                            .to_owned(),
-                        codes: body
-                            .get("error_codes")
-                            .and_then(Value::as_array)
-                            .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                            .unwrap_or_default(),
-                        description: description.lines().next().unwrap_or("").to_owned(),
-                    })
+                    Err(token_refusal(status, &body))
                 }
             };
             match result {
@@ -493,7 +522,9 @@ impl GraphClient {
                 wait: after.unwrap_or_else(|| self.backoff(attempt)),
                 block_tenant: true,
             },
-            400 | 404 if self.recently_created(&call.refs) => {
+            400 | 404
+                if (status == 404 || !call.refs_in_path) && self.recently_created(&call.refs) =>
+            {
                 Attempt::Replicating { error, wait: self.backoff(attempt.min(4)) }
             }
             _ => Attempt::Fail(error),

@@ -35,6 +35,21 @@ pub enum GraphError {
         /// The first line of `error_description`.
         description: String,
     },
+    /// The Azure portal's undocumented API (the legacy SSPR policy) answered with an error
+    /// status. Its error shape is not documented; code and message are read where found.
+    #[error(
+        "the portal API answered {status} {code}: {message} (x-ms-client-request-id {client_request_id})"
+    )]
+    Portal {
+        /// HTTP status.
+        status: u16,
+        /// The error code, when the body has one (else empty).
+        code: String,
+        /// The error message, when the body has one (else empty).
+        message: String,
+        /// The `x-ms-client-request-id` this client sent.
+        client_request_id: String,
+    },
     /// The request could not be sent or the response not read.
     #[error("transport error talking to {endpoint}")]
     Transport {
@@ -82,7 +97,7 @@ impl GraphError {
     /// Graph's error code, or the OAuth error of a token failure.
     pub fn code(&self) -> Option<&str> {
         match self {
-            GraphError::Graph { code, .. } => Some(code),
+            GraphError::Graph { code, .. } | GraphError::Portal { code, .. } => Some(code),
             GraphError::Token { error, .. } => Some(error),
             _ => None,
         }
@@ -91,7 +106,9 @@ impl GraphError {
     /// The HTTP status, when there was one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            GraphError::Graph { status, .. } | GraphError::Token { status, .. } => Some(*status),
+            GraphError::Graph { status, .. }
+            | GraphError::Token { status, .. }
+            | GraphError::Portal { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -100,7 +117,9 @@ impl GraphError {
     pub fn is_transient(&self) -> bool {
         match self {
             GraphError::Graph { status, .. } => matches!(status, 429 | 500 | 502 | 503 | 504),
-            GraphError::Token { status, .. } => matches!(status, 429 | 500 | 502 | 503 | 504),
+            GraphError::Token { status, .. } | GraphError::Portal { status, .. } => {
+                matches!(status, 429 | 500 | 502 | 503 | 504)
+            }
             GraphError::Transport { .. } | GraphError::Timeout { .. } => true,
             _ => false,
         }
@@ -116,6 +135,10 @@ impl GraphError {
                     codes.first().map_or_else(String::new, ToString::to_string)
                 )
             }
+            GraphError::Portal { status, code, .. } if code.is_empty() => {
+                format!("portal_{status}")
+            }
+            GraphError::Portal { status, code, .. } => format!("portal_{status}_{code}"),
             GraphError::Transport { .. } => "transport".into(),
             GraphError::Timeout { .. } => "timeout".into(),
             GraphError::Decode { .. } => "decode".into(),

@@ -1,6 +1,7 @@
 //! The one way sspr-fleet talks to Microsoft: the Microsoft Graph v1.0 and identity platform
 //! client, with a token cache, rate limits, retries honouring `Retry-After`, `$batch`, a
-//! circuit breaker per tenant, metrics and spans.
+//! circuit breaker per tenant, metrics and spans; and, in [`portal`], a client of the Azure
+//! portal's undocumented, unsupported API for the legacy SSPR policy (opt-in only).
 //!
 //! **Invariants:** no database access here (callers pass tenants and credentials in), and no
 //! code or types shared with `crates/graph-sim`: both are written from the Graph facts on their
@@ -14,6 +15,7 @@ mod credentials;
 mod error;
 mod limits;
 mod metrics;
+pub mod portal;
 mod token;
 pub mod types;
 
@@ -24,4 +26,9 @@ pub use config::{GraphConfig, RetryPolicy, SizeClass};
 pub use credentials::{Credential, CredentialError};
 pub use error::GraphError;
 pub use metrics::{EndpointStats, LATENCY_BUCKETS_MS, MetricsSnapshot};
+pub use portal::{
+    DEFAULT_PORTAL_URL, PORTAL_RESOURCE, PortalClient, PortalConfig, PortalSspr, PortalToken,
+    portal_policy_body,
+};
 pub use token::TokenInfo;
+pub use types::ALL_MEMBERS_RULE;

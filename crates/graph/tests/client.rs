@@ -6,8 +6,11 @@ use std::{sync::Arc, time::Duration};
 
 use secrecy::SecretString;
 use sspr_graph::{
-    BatchItem, BreakerPolicy, Credential, GraphClient, GraphConfig, GraphError, RetryPolicy,
-    SizeClass, Tenant,
+    ALL_MEMBERS_RULE, BatchItem, BreakerPolicy, Credential, GraphClient, GraphConfig, GraphError,
+    PortalClient, PortalConfig, PortalSspr, RetryPolicy, SizeClass, Tenant,
+    portal::Enablement,
+    portal_policy_body,
+    types::{NewSecurityGroup, User},
 };
 use sspr_graph_sim::{
     Faults, GraphSim, RunningSim, Scenario, ScriptedFault,
@@ -17,6 +20,7 @@ use sspr_graph_sim::{
 const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 const B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
 const NO_CONSENT: &str = "cccccccc-0000-4000-8000-000000000003";
+const STANDARD: &str = "dddddddd-0000-4000-8000-000000000004";
 
 fn scenario(time_speed: f64) -> String {
     format!(
@@ -40,6 +44,13 @@ id = "{NO_CONSENT}"
 name = "Charlie"
 users = 5
 consented = false
+[[tenants]]
+id = "{STANDARD}"
+name = "Delta"
+users = 12
+guests = 2
+disabled = 3
+licence = "business_standard"
 "#
     )
 }
@@ -202,8 +213,15 @@ async fn replication_delay_after_creating_a_group_is_retried() {
             .unwrap_or(0)
             >= 2
     );
+    let posts = |e: &Env| e.sim.stats(A).unwrap().by_endpoint["POST /groups/{id}/members/$ref"];
+    let before = posts(&e);
     let again = e.client.add_group_member(&t, &group.id, &user.id).await.unwrap();
     assert_eq!(again, sspr_graph::AddMember::AlreadyMember);
+    assert_eq!(
+        posts(&e),
+        before + 1,
+        "the 400 for an existing member is final, even for a new group"
+    );
     let members = e.client.group_members(&t, &group.id).await.unwrap();
     assert_eq!(members.len(), 1);
 }
@@ -388,4 +406,172 @@ async fn a_token_probe_reports_the_granted_roles_or_the_refusal() {
         matches!(&refused, GraphError::Token { codes, .. } if codes.contains(&700016)),
         "{refused:?}"
     );
+}
+
+#[tokio::test]
+async fn for_each_user_pages_with_a_filter_and_a_selection() {
+    let e = env(0.0, |_| {}).await;
+    let mut pages = 0;
+    let mut users: Vec<User> = Vec::new();
+    e.client
+        .for_each_user(&tenant(A), None, "id,userPrincipalName,accountEnabled,userType", |page| {
+            pages += 1;
+            users.extend(page);
+        })
+        .await
+        .unwrap();
+    assert_eq!((users.len(), pages), (30, 5), "30 users in pages of 7");
+    assert!(users.iter().all(|u| u.account_enabled == Some(true)));
+    assert!(users.iter().all(|u| u.user_type.as_deref() == Some("Member")));
+    assert!(users.iter().all(|u| u.display_name.is_none()), "only what was selected");
+
+    let mut members = Vec::new();
+    e.client
+        .for_each_user(
+            &tenant(STANDARD),
+            Some("accountEnabled eq true and userType eq 'Member'"),
+            "id",
+            |page| members.extend(page.into_iter().map(|u| u.id)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(members.len(), 7, "12 users less 2 guests and 3 disabled");
+}
+
+#[tokio::test]
+async fn groups_turn_dynamic_and_back_and_are_deleted_idempotently() {
+    let e = env(1.0, |_| {}).await;
+    let t = tenant(A);
+    let first = e.client.user(&t, "user00005@alpha.onmicrosoft.com").await.unwrap().unwrap();
+    let group = e
+        .client
+        .create_security_group(
+            &t,
+            &NewSecurityGroup::new("Everyone", "everyone").members(vec![first.id.clone()]),
+        )
+        .await
+        .unwrap();
+    // Replication delay (2 s) is waited out: the group was created by this client.
+    e.client.set_group_dynamic(&t, &group.id, ALL_MEMBERS_RULE).await.unwrap();
+    let read = e.client.group(&t, &group.id).await.unwrap().unwrap();
+    assert!(read.is_dynamic());
+    assert_eq!(read.membership_rule.as_deref(), Some(ALL_MEMBERS_RULE));
+    assert_eq!(read.membership_rule_processing_state.as_deref(), Some("On"));
+    assert_eq!(e.client.group_members(&t, &group.id).await.unwrap().len(), 30);
+
+    e.client.set_group_assigned(&t, &group.id).await.unwrap();
+    let read = e.client.group(&t, &group.id).await.unwrap().unwrap();
+    assert!(!read.is_dynamic());
+    assert_eq!(read.membership_rule, None);
+    assert_eq!(
+        e.client.group_members(&t, &group.id).await.unwrap().len(),
+        30,
+        "the rule's members stay"
+    );
+
+    e.client.remove_group_member(&t, &group.id, &first.id).await.unwrap();
+    e.client.remove_group_member(&t, &group.id, &first.id).await.unwrap();
+    assert_eq!(e.client.group_members(&t, &group.id).await.unwrap().len(), 29);
+    e.client.delete_group(&t, &group.id).await.unwrap();
+    e.client.delete_group(&t, &group.id).await.unwrap();
+    assert!(e.client.group(&t, &group.id).await.unwrap().is_none());
+
+    let writes: Vec<(String, u16)> = e
+        .sim
+        .writes(A)
+        .unwrap()
+        .into_iter()
+        .filter(|w| w.status != 404 || w.method == "DELETE")
+        .map(|w| (w.method, w.status))
+        .collect();
+    let expected: Vec<(String, u16)> = [
+        ("POST", 201),
+        ("PATCH", 204),
+        ("PATCH", 204),
+        ("DELETE", 204),
+        ("DELETE", 404),
+        ("DELETE", 204),
+        ("DELETE", 404),
+    ]
+    .iter()
+    .map(|(m, s)| ((*m).to_owned(), *s))
+    .collect();
+    assert_eq!(writes, expected, "404s before the group replicated aside, in this order");
+    assert_eq!(e.sim.writes(A).unwrap()[1].body["membershipRuleProcessingState"], "On");
+
+    // A tenant without Entra ID P1 cannot have dynamic groups.
+    let standard = tenant(STANDARD);
+    let group =
+        e.client.create_security_group(&standard, &NewSecurityGroup::named("Pilot")).await.unwrap();
+    let err = e.client.set_group_dynamic(&standard, &group.id, ALL_MEMBERS_RULE).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(400), Some("Request_BadRequest")), "{err}");
+    assert_eq!(
+        e.sim.stats(STANDARD).unwrap().by_endpoint["PATCH /groups/{id}"],
+        1,
+        "a refusal about a new group is not taken for replication delay"
+    );
+}
+
+#[tokio::test]
+async fn the_portal_client_reads_and_writes_the_legacy_policy() {
+    let e = env(0.0, |_| {}).await;
+    let base = e.client.config().graph_url.clone();
+    let portal = PortalClient::new(PortalConfig::new(&base, &base)).unwrap();
+    let refused = portal.token(B, &SecretString::from("not-the-refresh-token")).await.unwrap_err();
+    assert!(
+        matches!(&refused, GraphError::Token { error, codes, .. } if error == "invalid_grant" && codes.contains(&70000)),
+        "{refused:?}"
+    );
+    let rt = SecretString::from(e.sim.portal_refresh_token(B).unwrap());
+    let token = portal.token(B, &rt).await.unwrap();
+    assert!(!token.is_expired());
+    assert!(token.refresh_token().is_some());
+    assert!(!format!("{token:?}").contains("eyJ"), "Debug never shows the token");
+
+    let t = tenant(B);
+    let pilot = e.client.user(&t, "user00005@bravo.onmicrosoft.com").await.unwrap().unwrap();
+    let other = e.client.user(&t, "user00006@bravo.onmicrosoft.com").await.unwrap().unwrap();
+    let group = e
+        .client
+        .create_security_group(
+            &t,
+            &NewSecurityGroup::named("SSPR pilot").members(vec![pilot.id.clone()]),
+        )
+        .await
+        .unwrap();
+    let current = portal.get_policy(&token).await.unwrap();
+    assert_eq!(current["enablementType"], 0);
+    let desired = PortalSspr {
+        enablement: Enablement::Selected { group_id: group.id.clone() },
+        methods_required: 2,
+        register_at_sign_in: true,
+        reconfirm_days: 180,
+        security_questions: false,
+        email: true,
+        sms: true,
+        authenticator: true,
+    };
+    let stored = portal.put_policy(&token, &portal_policy_body(&current, &desired)).await.unwrap();
+    assert_eq!(stored["enablementType"], 1);
+    assert_eq!(stored["passwordResetEnabledGroupIds"], serde_json::json!([group.id]));
+    assert_eq!(stored["numberOfQuestionsToRegister"], current["numberOfQuestionsToRegister"]);
+    let details = e.client.registration_details_of(&t, &pilot.id).await.unwrap();
+    assert!(details.is_sspr_enabled);
+    assert!(!e.client.registration_details_of(&t, &other.id).await.unwrap().is_sspr_enabled);
+
+    // The portal's refusals are typed; nothing changes.
+    let mut bad = portal_policy_body(&stored, &desired);
+    bad["numberOfAuthenticationMethodsRequired"] = serde_json::json!(3);
+    let err = portal.put_policy(&token, &bad).await.unwrap_err();
+    assert!(matches!(&err, GraphError::Portal { status: 400, .. }), "{err:?}");
+    assert_eq!(err.reason(), "portal_400_Request_BadRequest");
+    assert_eq!(e.sim.legacy_sspr(B).unwrap().methods_required, 2);
+    let put = e.sim.writes(B).unwrap().into_iter().find(|w| w.method == "PUT").unwrap();
+    assert_eq!((put.path.as_str(), put.status), ("/api/PasswordReset/PasswordResetPolicies", 200));
+
+    // A Graph token is no use to the portal's API, and the other way round.
+    let expired = PortalClient::new(PortalConfig::new(&base, &base)).unwrap();
+    e.sim.clock().advance(chrono::TimeDelta::hours(2));
+    let err = expired.get_policy(&token).await.unwrap_err();
+    assert_eq!(err.status(), Some(401), "{err}");
 }

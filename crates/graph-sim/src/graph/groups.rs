@@ -13,8 +13,39 @@ use crate::{
 const NICKNAME_FORBIDDEN: &[char] =
     &['@', '(', ')', '\\', '[', ']', '"', ';', ':', '.', '<', '>', ',', ' '];
 
+const DYNAMIC: &str = "DynamicMembership";
+
+/// The 400 for dynamic membership in a tenant without Entra ID P1 or P2.
+fn needs_premium() -> SimResponse {
+    SimResponse::bad_request(
+        "Dynamic membership requires an Azure AD Premium P1 license in the tenant.",
+    )
+}
+
+fn dynamic_has_no_members() -> SimResponse {
+    SimResponse::bad_request("Members cannot be added to a group with dynamic membership.")
+}
+
+fn needs_rule() -> SimResponse {
+    SimResponse::bad_request("A dynamic group needs a membershipRule.")
+}
+
+fn is_dynamic_type(t: &str) -> bool {
+    t.eq_ignore_ascii_case(DYNAMIC)
+}
+
+/// `membershipRuleProcessingState` from a body: absent, or `On` / `Paused` (400 otherwise).
+fn processing_state(body: &Map<String, Value>) -> Result<Option<String>, SimResponse> {
+    match body.get("membershipRuleProcessingState") {
+        None => Ok(None),
+        Some(Value::String(s)) if s == "On" || s == "Paused" => Ok(Some(s.clone())),
+        Some(_) => Err(SimResponse::bad_request(
+            "Invalid value specified for property 'membershipRuleProcessingState' of resource 'Group': must be On or Paused.",
+        )),
+    }
+}
+
 fn group_json(g: &Group) -> Value {
-    let dynamic = g.is_dynamic();
     json!({
         "id": g.id,
         "displayName": g.display_name,
@@ -24,7 +55,7 @@ fn group_json(g: &Group) -> Value {
         "securityEnabled": g.security_enabled,
         "groupTypes": g.group_types,
         "membershipRule": g.membership_rule,
-        "membershipRuleProcessingState": if dynamic { Value::String("On".into()) } else { Value::Null },
+        "membershipRuleProcessingState": g.processing_state,
         "createdDateTime": g.created_at_ms_rfc3339(),
         "visibility": Value::Null,
         "isAssignableToRole": Value::Null,
@@ -182,21 +213,18 @@ pub(super) fn create(world: &mut World, ctx: &Ctx<'_>, body: Option<Value>) -> H
             "Creating mail-enabled security groups is not supported through Graph.",
         ));
     }
-    let dynamic = group_types.iter().any(|g| g.eq_ignore_ascii_case("DynamicMembership"));
+    let dynamic = group_types.iter().any(|g| is_dynamic_type(g));
     let membership_rule = body.get("membershipRule").and_then(Value::as_str).map(str::to_owned);
+    let state = processing_state(&body)?;
     if dynamic {
         if !t.has_premium() {
-            return Err(SimResponse::bad_request(
-                "Dynamic membership requires an Azure AD Premium P1 license in the tenant.",
-            ));
+            return Err(needs_premium());
         }
         if membership_rule.as_deref().is_none_or(str::is_empty) {
-            return Err(SimResponse::bad_request("A dynamic group needs a membershipRule."));
+            return Err(needs_rule());
         }
         if body.contains_key("members@odata.bind") {
-            return Err(SimResponse::bad_request(
-                "Members cannot be added to a group with dynamic membership.",
-            ));
+            return Err(dynamic_has_no_members());
         }
     }
     let members = parse_binds(t, &body, "members@odata.bind")?;
@@ -214,6 +242,7 @@ pub(super) fn create(world: &mut World, ctx: &Ctx<'_>, body: Option<Value>) -> H
         security_enabled,
         group_types,
         membership_rule,
+        processing_state: if dynamic { Some(state.unwrap_or_else(|| "On".into())) } else { state },
         created_at_ms: ctx.now_ms,
         visible_at_ms: ctx.now_ms + (faults.replication_delay_secs as i64) * 1000,
         members: members.into_iter().collect(),
@@ -233,31 +262,38 @@ pub(super) fn get(world: &mut World, ctx: &Ctx<'_>, id: &str) -> HResult {
     Ok(SimResponse::json(200, body))
 }
 
+/// `PATCH /groups/{id}`: names, description, `members@odata.bind` (at most 20, atomic), and the
+/// membership type. Adding `DynamicMembership` to `groupTypes` needs P1/P2 and a rule; the
+/// assigned members are replaced by the rule's result. Removing it keeps the members the rule
+/// produced at that moment as assigned members and clears the rule (unless the body sets one).
+/// Pausing a rule freezes the members it produced; resuming evaluates it again.
 pub(super) fn patch(world: &mut World, ctx: &Ctx<'_>, id: &str, body: Option<Value>) -> HResult {
     ctx.require(perms::GROUP_WRITE)?;
     let body = body_object(body)?;
     let t = &mut world.tenants[ctx.tenant];
     let i = group_index(t, id, ctx.now_ms)?;
-    let new_members = parse_binds(t, &body, "members@odata.bind")?;
-    if !new_members.is_empty() && t.groups[i].is_dynamic() {
-        return Err(SimResponse::bad_request(
-            "Members cannot be added to a group with dynamic membership.",
-        ));
-    }
-    // The bind is atomic: one existing member fails the whole request.
-    if new_members.iter().any(|m| t.groups[i].members.contains(m)) {
-        return Err(SimResponse::bad_request(
-            "One or more added object references already exist for the following modified properties: 'members'.",
-        ));
-    }
+    let invalid = |k: &str| {
+        SimResponse::bad_request(format!(
+            "Invalid value specified for property '{k}' of resource 'Group'."
+        ))
+    };
     for (k, v) in &body {
         match k.as_str() {
-            "members@odata.bind" => {}
-            "displayName" | "description" | "mailNickname" | "membershipRule" => {
-                if !(v.is_string() || (k == "description" && v.is_null())) {
-                    return Err(SimResponse::bad_request(format!(
-                        "Invalid value specified for property '{k}' of resource 'Group'."
-                    )));
+            "members@odata.bind" | "membershipRuleProcessingState" => {}
+            "displayName" | "mailNickname" => {
+                if !v.is_string() {
+                    return Err(invalid(k));
+                }
+            }
+            "description" | "membershipRule" => {
+                if !(v.is_string() || v.is_null()) {
+                    return Err(invalid(k));
+                }
+            }
+            "groupTypes" => {
+                let strings = v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+                if !strings {
+                    return Err(invalid(k));
                 }
             }
             other => {
@@ -266,6 +302,51 @@ pub(super) fn patch(world: &mut World, ctx: &Ctx<'_>, id: &str, body: Option<Val
                 )));
             }
         }
+    }
+    let state = processing_state(&body)?;
+    let group = &t.groups[i];
+    let was_dynamic = group.is_dynamic();
+    let new_types: Option<Vec<String>> = body
+        .get("groupTypes")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+    if let Some(types) = &new_types {
+        // Only the membership type can change; `Unified` and the rest are fixed at creation.
+        let others = |ts: &[String]| -> std::collections::BTreeSet<String> {
+            ts.iter().filter(|t| !is_dynamic_type(t)).map(|t| t.to_ascii_lowercase()).collect()
+        };
+        if others(types) != others(&group.group_types) {
+            return Err(SimResponse::bad_request(
+                "Only DynamicMembership can be added to or removed from groupTypes.",
+            ));
+        }
+    }
+    let dynamic =
+        new_types.as_ref().map_or(was_dynamic, |ts| ts.iter().any(|t| is_dynamic_type(t)));
+    let rule_in_body = body.get("membershipRule");
+    if dynamic {
+        if !was_dynamic && !t.has_premium() {
+            return Err(needs_premium());
+        }
+        let rule = match rule_in_body {
+            Some(v) => v.as_str(),
+            None => group.membership_rule.as_deref(),
+        };
+        if rule.is_none_or(|r| r.trim().is_empty()) {
+            return Err(needs_rule());
+        }
+        if body.contains_key("members@odata.bind") {
+            return Err(dynamic_has_no_members());
+        }
+    }
+    let new_members = parse_binds(t, &body, "members@odata.bind")?;
+    // The members the group has right now: the rule's result for a dynamic group.
+    let current: std::collections::BTreeSet<u32> = t.members_of(&t.groups[i]).into_iter().collect();
+    // The bind is atomic: one existing member fails the whole request.
+    if new_members.iter().any(|m| current.contains(m)) {
+        return Err(SimResponse::bad_request(
+            "One or more added object references already exist for the following modified properties: 'members'.",
+        ));
     }
     let g = &mut t.groups[i];
     if let Some(v) = body.get("displayName").and_then(Value::as_str) {
@@ -277,8 +358,42 @@ pub(super) fn patch(world: &mut World, ctx: &Ctx<'_>, id: &str, body: Option<Val
     if let Some(v) = body.get("mailNickname").and_then(Value::as_str) {
         g.mail_nickname = v.to_owned();
     }
-    if let Some(v) = body.get("membershipRule").and_then(Value::as_str) {
-        g.membership_rule = Some(v.to_owned());
+    let was_evaluating = g.evaluates_rule();
+    match (was_dynamic, dynamic) {
+        (false, true) => {
+            // Assigned members are replaced by the rule's result.
+            g.members.clear();
+            g.processing_state = Some(state.unwrap_or_else(|| "On".into()));
+        }
+        (true, false) => {
+            // The members the rule produced stay, as assigned members.
+            g.members = current;
+            g.membership_rule = None;
+            g.processing_state = state;
+        }
+        (true, true) => {
+            if let Some(state) = state {
+                let paused = state == "Paused";
+                if paused && was_evaluating {
+                    // Paused: the membership stays as the rule last produced it.
+                    g.members = current;
+                } else if !paused {
+                    g.members.clear();
+                }
+                g.processing_state = Some(state);
+            }
+        }
+        (false, false) => {
+            if state.is_some() {
+                g.processing_state = state;
+            }
+        }
+    }
+    if let Some(types) = new_types {
+        g.group_types = types;
+    }
+    if let Some(v) = rule_in_body {
+        g.membership_rule = v.as_str().map(str::to_owned);
     }
     g.members.extend(new_members);
     t.refresh_scope(ctx.now_secs());
@@ -336,9 +451,7 @@ pub(super) fn add_member(
     })?;
     let user = t.user_index(object).ok_or_else(|| SimResponse::not_found(object))?;
     if t.groups[i].is_dynamic() {
-        return Err(SimResponse::bad_request(
-            "Members cannot be added to a group with dynamic membership.",
-        ));
+        return Err(dynamic_has_no_members());
     }
     if !t.groups[i].members.insert(user) {
         return Err(SimResponse::bad_request(

@@ -141,19 +141,30 @@ impl GraphSim {
         let clock = &self.inner.clock;
         let now_ms = clock.elapsed_ms();
         let now = clock.now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let at = self.stamp_ms(now_ms);
         let request_id = uuid::Uuid::new_v4().to_string();
         let mut world = self.inner.world.lock();
+        let is_write = !req.method.eq_ignore_ascii_case("GET");
+        // Records a write in the tenant's log, whatever it was answered.
+        let log = |world: &mut World, ti: usize, status: u16| {
+            if is_write {
+                world.record_write(ti, &at, &req.method, &req.path, status, req.body.clone());
+            }
+        };
         let Some(token) = world.bearer(req.authorization.as_deref(), now_ms).cloned() else {
-            let mut r = SimResponse::error(
-                401,
-                "InvalidAuthenticationToken",
-                if req.authorization.is_some() {
-                    "Access token has expired or is not yet valid."
-                } else {
-                    "Access token is empty."
-                },
-            );
+            let issued = world.issued(req.authorization.as_deref()).cloned();
+            let message = match &issued {
+                None if req.authorization.is_none() => "Access token is empty.",
+                Some(t) if t.audience == crate::token::Audience::Portal => {
+                    "Access token validation failure. Invalid audience."
+                }
+                _ => "Access token has expired or is not yet valid.",
+            };
+            let mut r = SimResponse::error(401, "InvalidAuthenticationToken", message);
             r.stamp(&request_id, req.client_request_id.as_deref(), &now);
+            if let Some(t) = issued {
+                log(&mut world, t.tenant, r.status);
+            }
             return Outcome::Respond { delay_ms: 0, response: r };
         };
         let ti = token.tenant;
@@ -164,6 +175,7 @@ impl GraphSim {
                 "The access token is invalid: consent was revoked.",
             );
             r.stamp(&request_id, req.client_request_id.as_deref(), &now);
+            log(&mut world, ti, r.status);
             return Outcome::Respond { delay_ms: 0, response: r };
         }
         let delay_ms = {
@@ -174,10 +186,17 @@ impl GraphSim {
         if req.path.eq_ignore_ascii_case("/$batch") && req.method.eq_ignore_ascii_case("POST") {
             let mut response = self.batch(&mut world, &token, &req, now_ms, &now);
             response.stamp(&request_id, req.client_request_id.as_deref(), &now);
+            // A batch that ran is logged as its items; one refused as a whole, as itself.
+            if !response.is_success() {
+                log(&mut world, ti, response.status);
+            }
             return Outcome::Respond { delay_ms, response };
         }
         match self.inject(&mut world, ti) {
-            Injected::Drop => return Outcome::Drop { delay_ms },
+            Injected::Drop => {
+                log(&mut world, ti, 0);
+                return Outcome::Drop { delay_ms };
+            }
             Injected::Status { status, retry_after } => {
                 let mut r = fault_response(status, retry_after);
                 self.count(&mut world, &token, &req.method, &req.path, now_ms);
@@ -186,6 +205,7 @@ impl GraphSim {
                     world.throttle.told_to_wait(&token.client_id, &tenant_id, now_ms, secs);
                 }
                 r.stamp(&request_id, req.client_request_id.as_deref(), &now);
+                log(&mut world, ti, r.status);
                 return Outcome::Respond { delay_ms, response: r };
             }
             Injected::None => {}
@@ -202,6 +222,7 @@ impl GraphSim {
             &now,
         );
         response.stamp(&request_id, req.client_request_id.as_deref(), &now);
+        log(&mut world, ti, response.status);
         Outcome::Respond { delay_ms, response }
     }
 
@@ -211,6 +232,18 @@ impl GraphSim {
         token: &crate::token::IssuedToken,
         method: &str,
         path: &str,
+        now_ms: i64,
+    ) {
+        self.count_as(world, token, method, template(method, path), now_ms);
+    }
+
+    /// Counts one request of `token`'s tenant under the endpoint name `endpoint`.
+    pub(crate) fn count_as(
+        &self,
+        world: &mut World,
+        token: &crate::token::IssuedToken,
+        method: &str,
+        endpoint: String,
         now_ms: i64,
     ) {
         let ti = token.tenant;
@@ -224,7 +257,7 @@ impl GraphSim {
         if early {
             stats.early_requests += 1;
         }
-        *stats.by_endpoint.entry(template(method, path)).or_default() += 1;
+        *stats.by_endpoint.entry(endpoint).or_default() += 1;
     }
 
     /// Picks the fault for the next request of tenant `ti`, if any.
@@ -391,6 +424,7 @@ impl GraphSim {
                 );
             }
         }
+        let at = self.stamp_ms(now_ms);
         let mut status: Vec<Option<u16>> = vec![None; requests.len()];
         world.throttle.begin_batch();
         let mut out: Vec<Value> = Vec::new();
@@ -415,6 +449,13 @@ impl GraphSim {
                         .is_some_and(|s| s >= 400)
                 });
                 let r = &requests[i];
+                let method =
+                    r.get("method").and_then(Value::as_str).unwrap_or("GET").to_ascii_uppercase();
+                let url = r.get("url").and_then(Value::as_str).unwrap_or("");
+                let url = if url.starts_with('/') { url.to_owned() } else { format!("/{url}") };
+                let (path, query) = url
+                    .split_once('?')
+                    .map_or((url.clone(), String::new()), |(p, q)| (p.to_owned(), q.to_owned()));
                 let response = if failed_dep {
                     SimResponse::error(
                         424,
@@ -422,17 +463,6 @@ impl GraphSim {
                         "The request failed because it depends on a request that failed.",
                     )
                 } else {
-                    let method = r
-                        .get("method")
-                        .and_then(Value::as_str)
-                        .unwrap_or("GET")
-                        .to_ascii_uppercase();
-                    let url = r.get("url").and_then(Value::as_str).unwrap_or("");
-                    let url = if url.starts_with('/') { url.to_owned() } else { format!("/{url}") };
-                    let (path, query) =
-                        url.split_once('?').map_or((url.clone(), String::new()), |(p, q)| {
-                            (p.to_owned(), q.to_owned())
-                        });
                     match self.inject(world, token.tenant) {
                         Injected::Status { status, retry_after } => {
                             self.count(world, token, &method, &path, now_ms);
@@ -463,6 +493,16 @@ impl GraphSim {
                     }
                 };
                 status[i] = Some(response.status);
+                if method != "GET" {
+                    world.record_write(
+                        token.tenant,
+                        &at,
+                        &method,
+                        &path,
+                        response.status,
+                        r.get("body").cloned(),
+                    );
+                }
                 let mut item = json!({"id": ids[i], "status": response.status});
                 let headers: serde_json::Map<String, Value> = response
                     .headers
@@ -482,6 +522,23 @@ impl GraphSim {
         }
         for (i, s) in status.iter().enumerate() {
             if s.is_none() {
+                let r = &requests[i];
+                let method =
+                    r.get("method").and_then(Value::as_str).unwrap_or("GET").to_ascii_uppercase();
+                if method != "GET" {
+                    let url = r.get("url").and_then(Value::as_str).unwrap_or("");
+                    let path = url.split('?').next().unwrap_or("");
+                    let path =
+                        if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
+                    world.record_write(
+                        token.tenant,
+                        &at,
+                        &method,
+                        &path,
+                        424,
+                        r.get("body").cloned(),
+                    );
+                }
                 out.push(json!({"id": ids[i], "status": 424, "headers": {}, "body": {"error": {"code": "FailedDependency", "message": "Circular dependsOn.", "innerError": {}}}}));
             }
         }

@@ -21,6 +21,11 @@ pub const MAX_MAIL_NICKNAME_LEN: usize = 64;
 /// The `groupTypes` entry of a dynamic-membership group.
 pub const DYNAMIC_MEMBERSHIP: &str = "DynamicMembership";
 
+/// The dynamic membership rule that takes in every enabled member user (no guests, no
+/// disabled accounts).
+pub const ALL_MEMBERS_RULE: &str =
+    r#"(user.accountEnabled -eq true) and (user.userType -eq "Member")"#;
+
 /// Characters a `mailNickname` may not contain besides non-ASCII ones: ``@ () \ [] " ; : . <> ,``
 /// and space (graph-facts §8).
 const NICKNAME_FORBIDDEN: &[char] =

@@ -33,10 +33,10 @@ pub use batch::{
     MAX_BATCH_REQUESTS,
 };
 pub use directory::{
-    AuthorizationPolicy, DYNAMIC_MEMBERSHIP, DirectoryObject, Group, GroupError, MAX_BIND_MEMBERS,
-    MAX_DISPLAY_NAME_CHARS, MAX_MAIL_NICKNAME_LEN, NewSecurityGroup, Organization, User,
-    VerifiedDomain, allowed_to_use_sspr_patch, directory_object_url, mail_nickname_from,
-    member_ref_body, members_bind_body, validate_mail_nickname,
+    ALL_MEMBERS_RULE, AuthorizationPolicy, DYNAMIC_MEMBERSHIP, DirectoryObject, Group, GroupError,
+    MAX_BIND_MEMBERS, MAX_DISPLAY_NAME_CHARS, MAX_MAIL_NICKNAME_LEN, NewSecurityGroup,
+    Organization, User, VerifiedDomain, allowed_to_use_sspr_patch, directory_object_url,
+    mail_nickname_from, member_ref_body, members_bind_body, validate_mail_nickname,
 };
 pub use errors::{GraphErrorBody, GraphErrorDetail, InnerError, TokenErrorBody, TokenResponse};
 pub use licensing::{
