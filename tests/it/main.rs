@@ -6,6 +6,7 @@
 mod api_keys;
 mod audit;
 mod auth;
+mod engine;
 mod errors;
 mod ops;
 mod rollouts;

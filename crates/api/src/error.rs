@@ -69,6 +69,14 @@ pub enum ApiError {
     /// The Entra tenant is already registered, under the tenant id given.
     #[error("this Entra tenant is already registered as {0}")]
     TenantExists(String),
+    /// The operation does not apply in the resource's current state (409 with its own code).
+    #[error("{message}")]
+    StateConflict {
+        /// Stable code, e.g. `rollout_not_running`.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
     /// The key is restricted to tenants, and the operation would reach beyond them.
     #[error("a key restricted to tenants cannot onboard or import tenants")]
     RestrictedKey,
@@ -123,6 +131,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::TenantExists(_) => "tenant_exists",
+            ApiError::StateConflict { code, .. } => code,
             ApiError::RestrictedKey => "restricted_key",
             ApiError::ImportFile(_) => "import_file_invalid",
             ApiError::UnsupportedMediaTypeOf(_) => "unsupported_media_type",
@@ -200,7 +209,9 @@ impl ResponseError for ApiError {
             | ApiError::RestrictedKey
             | ApiError::GrantExceedsOwn => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) | ApiError::TenantExists(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::TenantExists(_) | ApiError::StateConflict { .. } => {
+                StatusCode::CONFLICT
+            }
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MalformedJson(_) | ApiError::BadRequest(_) | ApiError::ImportFile(_) => {
                 StatusCode::BAD_REQUEST

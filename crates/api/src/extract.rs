@@ -11,7 +11,7 @@ use crate::error::{ApiError, FieldError};
 #[derive(Debug)]
 pub(crate) struct ValidJson<T>(pub T);
 
-fn is_json(req: &HttpRequest) -> bool {
+pub(crate) fn is_json(req: &HttpRequest) -> bool {
     let Some(value) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
@@ -80,6 +80,23 @@ impl<T: DeserializeOwned + 'static> FromRequest for ValidJson<T> {
             Ok(ValidJson(value))
         })
     }
+}
+
+/// An optional JSON body: empty means the defaults; otherwise it must be valid JSON of `T`.
+pub(crate) fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    if !is_json(req) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+    de.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -69,6 +69,8 @@ pub struct AppState {
     pub settings: ApiSettings,
     /// The tenant registry.
     pub registry: sspr_registry::Registry,
+    /// The rollout engine.
+    pub engine: sspr_rollout::Engine,
 }
 
 /// Registers every documented route. Used both to serve and to generate the OpenAPI document,

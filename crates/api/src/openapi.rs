@@ -24,6 +24,9 @@ use crate::error::{FieldError, PROBLEM_JSON, Problem};
         (name = "ops", description = "Liveness and readiness probes"),
         (name = "api-keys", description = "API keys and the calling key"),
         (name = "audit", description = "The audit log of writes"),
+        (name = "tenants", description = "Customer tenants: onboarding, verification, import"),
+        (name = "rollouts", description = "Staged SSPR rollouts: plan, start, follow, operate"),
+        (name = "tasks", description = "Manual steps a rollout waits for, and their attestation"),
     ),
     security(("bearer" = []))
 )]

@@ -87,6 +87,7 @@ pub struct Application {
     store: Store,
     master_key: MasterKey,
     reverifier: Option<sspr_registry::Reverifier>,
+    worker: Option<sspr_queue::Worker>,
 }
 
 impl Application {
@@ -125,8 +126,25 @@ impl Application {
             .registry
             .background_verify
             .then(|| sspr_registry::Reverifier::new(registry.clone(), 64, Duration::from_secs(30)));
+        let enqueuer = sspr_queue::Enqueuer::new(store.clone());
+        let engine = sspr_rollout::Engine::new(
+            registry.clone(),
+            enqueuer.clone(),
+            clock.clone(),
+            settings.engine_settings(),
+        );
+        let worker = settings.engine.run_jobs.then(|| {
+            sspr_queue::Worker::new(
+                store.clone(),
+                clock.clone(),
+                settings.worker_config(),
+                engine.handlers(),
+            )
+            .with_wake_signal(enqueuer.wake_signal())
+        });
         let state = AppState {
             store: store.clone(),
+            engine,
             clock,
             settings: ApiSettings {
                 max_body_bytes: settings.api.max_body_bytes,
@@ -147,7 +165,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = server.addrs().first().copied().context("the listener has no address")?;
         let server = server.run();
-        Ok(Self { server, addr, store, master_key, reverifier })
+        Ok(Self { server, addr, store, master_key, reverifier, worker })
     }
 
     /// The address the API listens on (useful with port 0).
@@ -180,6 +198,9 @@ impl Application {
         let tasks = tokio_util::task::TaskTracker::new();
         if let Some(reverifier) = self.reverifier {
             tasks.spawn(reverifier.run(shutdown.clone()));
+        }
+        if let Some(worker) = self.worker {
+            tasks.spawn(worker.run(shutdown.clone()));
         }
         tasks.close();
         tracing::info!(addr = %self.addr, "serving the API");

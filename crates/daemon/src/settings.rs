@@ -37,6 +37,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "database",
     "graph",
     "registry",
+    "engine",
 ];
 
 /// All settings of the daemon.
@@ -72,6 +73,32 @@ pub struct Settings {
     pub graph: GraphSection,
     /// Tenant registry settings.
     pub registry: RegistrySection,
+    /// Rollout engine and job queue settings.
+    pub engine: EngineSection,
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// Whether this process runs rollout jobs (an API-only replica sets false).
+    pub run_jobs: bool,
+    /// Jobs run at once by this process.
+    pub workers: usize,
+    /// How long a claimed job is held without a heartbeat, in seconds.
+    pub lease_secs: u64,
+    /// How often the queue is polled when idle, in milliseconds.
+    pub idle_poll_ms: u64,
+    /// How often a waiting tenant (verification, gates) is checked again, in milliseconds.
+    pub wait_poll_ms: u64,
+    /// How often a running rollout's scheduler runs, in milliseconds.
+    pub advance_ms: u64,
+    /// Attempts of a step before the tenant fails.
+    pub step_attempts: i32,
+    /// First retry delay of a failed step, in milliseconds (doubles per attempt, with jitter).
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    pub retry_max_ms: u64,
 }
 
 /// `[registry]`.
@@ -295,6 +322,28 @@ impl Settings {
         if self.database.max_connections == 0 {
             return Err(SettingsError::new("database.max_connections", "must be at least 1"));
         }
+        let e = &self.engine;
+        if e.workers == 0 {
+            return Err(SettingsError::new("engine.workers", "must be at least 1"));
+        }
+        if e.lease_secs < 3 {
+            return Err(SettingsError::new("engine.lease_secs", "must be at least 3"));
+        }
+        if e.idle_poll_ms == 0 || e.wait_poll_ms == 0 || e.advance_ms == 0 {
+            return Err(SettingsError::new(
+                "engine.wait_poll_ms",
+                "poll intervals must be at least 1 ms",
+            ));
+        }
+        if !(1..=100).contains(&e.step_attempts) {
+            return Err(SettingsError::new("engine.step_attempts", "must be 1 to 100"));
+        }
+        if e.retry_base_ms == 0 || e.retry_max_ms < e.retry_base_ms {
+            return Err(SettingsError::new(
+                "engine.retry_max_ms",
+                "retry_base_ms must be at least 1 and retry_max_ms at least retry_base_ms",
+            ));
+        }
         Ok(())
     }
 
@@ -315,6 +364,33 @@ impl Settings {
         sspr_registry::RegistrySettings {
             verify_concurrency: self.registry.verify_concurrency,
             reverify_after: Duration::from_secs(self.registry.reverify_after_hours * 3600),
+        }
+    }
+
+    /// The rollout engine's settings.
+    pub fn engine_settings(&self) -> sspr_rollout::EngineSettings {
+        sspr_rollout::EngineSettings {
+            queue: "default".into(),
+            poll: Duration::from_millis(self.engine.wait_poll_ms),
+            advance_every: Duration::from_millis(self.engine.advance_ms),
+            step_attempts: self.engine.step_attempts,
+            plan_concurrency: 4,
+        }
+    }
+
+    /// The job worker's configuration.
+    pub fn worker_config(&self) -> sspr_queue::WorkerConfig {
+        sspr_queue::WorkerConfig {
+            queue: "default".into(),
+            lease: Duration::from_secs(self.engine.lease_secs),
+            concurrency: self.engine.workers,
+            backoff: sspr_queue::Backoff {
+                base: Duration::from_millis(self.engine.retry_base_ms),
+                max: Duration::from_millis(self.engine.retry_max_ms),
+            },
+            idle: Duration::from_millis(self.engine.idle_poll_ms),
+            grace: Duration::from_secs(self.api.shutdown_timeout_secs.max(1)),
+            ..sspr_queue::WorkerConfig::default()
         }
     }
 

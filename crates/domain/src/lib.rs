@@ -21,8 +21,8 @@ pub use ids::{
     ApiKeyId, AuditId, CredentialId, IdParseError, JobId, RolloutId, SnapshotId, TaskId, TenantId,
 };
 pub use policy::{
-    AuthenticatorMode, AuthenticatorSpec, CampaignSpec, MAX_PILOT_MEMBERS, MethodsSpec,
-    PilotGroupSpec, ScopeMode, SsprPolicy,
+    AuthenticatorMode, AuthenticatorSpec, CampaignSpec, DOMAIN_PLACEHOLDER, MAX_PILOT_MEMBERS,
+    MethodsSpec, PilotGroupSpec, ScopeMode, SsprPolicy,
 };
 pub use problem::FieldProblem;
 pub use redact::{is_identifier, redact_field_path, redact_serde_message};

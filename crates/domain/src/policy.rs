@@ -125,9 +125,31 @@ pub struct PilotGroupSpec {
     /// An existing security group's object id, instead of a name.
     #[serde(default)]
     pub id: Option<String>,
-    /// Pilot users, by user principal name or object id.
+    /// Pilot users, by user principal name or object id. In a user principal name,
+    /// `{domain}` after the `@` stands for each tenant's default domain, so one list can name
+    /// the same pilot accounts across a fleet (`sspr-pilot@{domain}`).
     #[serde(default)]
     pub members: Vec<String>,
+}
+
+/// The placeholder for a tenant's default domain in pilot members.
+pub const DOMAIN_PLACEHOLDER: &str = "{domain}";
+
+impl PilotGroupSpec {
+    /// The pilot members for a tenant whose default domain is `domain`: the placeholder
+    /// replaced. `None` when a member uses the placeholder and the domain is unknown.
+    pub fn members_for(&self, domain: Option<&str>) -> Option<Vec<String>> {
+        self.members
+            .iter()
+            .map(|m| {
+                let m = m.trim();
+                match m.strip_suffix(DOMAIN_PLACEHOLDER) {
+                    Some(local) => domain.map(|d| format!("{local}{d}")),
+                    None => Some(m.to_owned()),
+                }
+            })
+            .collect()
+    }
 }
 
 /// How SSPR's own scope ("Selected" = the group) gets set in each tenant.
@@ -184,7 +206,7 @@ fn is_upn(s: &str) -> bool {
         Some((local, domain)) => {
             !local.is_empty()
                 && local.len() <= 64
-                && domain.contains('.')
+                && (domain.contains('.') || domain == DOMAIN_PLACEHOLDER)
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
                 && s.chars().all(|c| !c.is_whitespace() && !c.is_control())
@@ -360,6 +382,34 @@ mod tests {
         );
         assert_eq!(p.scope_mode, ScopeMode::Portal);
         assert_eq!(AuthenticatorMode::DeviceBasedPush.graph_value(), "deviceBasedPush");
+    }
+
+    #[test]
+    fn the_domain_placeholder_is_replaced_per_tenant() {
+        let g = PilotGroupSpec {
+            name: Some("p".into()),
+            id: None,
+            members: vec![
+                "pilot@{domain}".into(),
+                " x@contoso.com ".into(),
+                "0f0f0f0f-0000-4000-8000-000000000001".into(),
+            ],
+        };
+        assert_eq!(
+            g.members_for(Some("fabrikam.onmicrosoft.com")).unwrap(),
+            vec![
+                "pilot@fabrikam.onmicrosoft.com",
+                "x@contoso.com",
+                "0f0f0f0f-0000-4000-8000-000000000001"
+            ]
+        );
+        assert_eq!(g.members_for(None), None);
+        let policy: SsprPolicy = serde_json::from_value(
+            serde_json::json!({"pilot_group": {"name": "g", "members": ["pilot@{domain}", "a@{other}"]}}),
+        )
+        .unwrap();
+        let got: Vec<String> = policy.problems("policy").into_iter().map(|p| p.field).collect();
+        assert_eq!(got, vec!["policy.pilot_group.members[1]".to_owned()]);
     }
 
     #[test]

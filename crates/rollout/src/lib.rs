@@ -4,9 +4,11 @@
 //! This crate must not depend on actix-web. It reaches the database only through `sspr-store`,
 //! Microsoft only through `sspr-graph`, and tenants' credentials only through `sspr-registry`.
 
+pub mod engine;
 mod graph_state;
 pub mod plan;
 
+pub use engine::{CreateOutcome, Engine, EngineSettings, OpError, RollbackScope};
 pub use plan::{Plan, PlanError, PlannedStep, Planner, TenantPlan};
 
 /// The description sspr-fleet gives the scope groups it creates. A group with the pilot group's

@@ -378,8 +378,18 @@ impl Planner {
         let mut to_add = Vec::new();
         let mut already = 0usize;
         let mut unresolved = Vec::new();
-        for member in &policy.pilot_group.members {
-            match g.user(t, member.trim()).await {
+        let Some(pilot_members) = policy.pilot_group.members_for(tenant.default_domain.as_deref())
+        else {
+            return Err((
+                blocker(
+                    "pilot_user_not_found",
+                    "pilot members use {domain} but the tenant's default domain is not known yet",
+                ),
+                steps,
+            ));
+        };
+        for member in &pilot_members {
+            match g.user(t, member).await {
                 Ok(Some(u)) if members_now.contains(&u.id.to_ascii_lowercase()) => already += 1,
                 Ok(Some(u)) => {
                     to_add.push(json!({"id": u.id, "user_principal_name": u.user_principal_name}))

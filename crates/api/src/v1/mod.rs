@@ -3,6 +3,7 @@
 pub(crate) mod api_keys;
 pub(crate) mod audit;
 pub(crate) mod rollouts;
+pub(crate) mod tasks;
 pub(crate) mod tenants;
 
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -12,6 +13,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
     api_keys::configure(cfg);
     audit::configure(cfg);
     rollouts::configure(cfg);
+    tasks::configure(cfg);
     tenants::configure(cfg);
 }
 
@@ -40,6 +42,31 @@ pub(crate) fn check_name(
         ));
     }
     trimmed.to_owned()
+}
+
+/// Checks a page size (1 to `max`, `default` when absent) and decodes an id cursor, adding a
+/// field error for each that is wrong. Returns the size and the id to continue after.
+pub(crate) fn page_params(
+    limit: Option<u32>,
+    default: u32,
+    max: u32,
+    cursor: Option<&str>,
+    errors: &mut Vec<crate::error::FieldError>,
+) -> (u32, Option<String>) {
+    use crate::error::FieldError;
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        errors.push(FieldError::new("limit", "out_of_range", format!("limit must be 1 to {max}")));
+    }
+    let after = match cursor.map(cursor::decode_text) {
+        Some(None) => {
+            errors.push(FieldError::new("cursor", "invalid_format", "not a cursor from this API"));
+            None
+        }
+        Some(id) => id,
+        None => None,
+    };
+    (limit, after)
 }
 
 /// An opaque paging cursor wrapping a position.
