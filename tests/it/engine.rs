@@ -556,3 +556,46 @@ async fn a_restricted_key_sees_and_operates_only_what_lies_within_its_tenants() 
     let (done, _) = drive(&restricted, &sim, mine_id, &entra_of, Duration::from_secs(60)).await;
     assert_eq!(done["state"], "completed", "{done}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_without_p1_waits_for_its_technician_as_long_as_it_takes() {
+    // Graph refuses the reports to tenants without Entra ID P1/P2. Waiting on the scope task
+    // must not ask for them at every poll: refusals would add up and set the tenant aside.
+    let kinds = [Kind::CloudOnly];
+    let (_app, sim, admin, ids) = start(&kinds).await;
+    let entra_of: BTreeMap<String, String> =
+        ids.iter().enumerate().map(|(i, id)| (id.clone(), entra(i))).collect();
+    let rollout = admin.post_json("/v1/rollouts", &rollout_spec(0, 10, 10), 201).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/rollouts/{rollout}/tenants/{}", ids[0]);
+    let start = std::time::Instant::now();
+    loop {
+        let t = admin.get(&path, 200).await;
+        if t["state"] == "pilot_verifying" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no pilot: {t}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Twenty polls and more without the technician.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let t = admin.get(&path, 200).await;
+    assert_eq!(t["state"], "pilot_verifying", "{t}");
+    assert_eq!(t["reason"], "waiting for scope_task_attestation", "{t}");
+    let (done, _) = drive(&admin, &sim, &rollout, &entra_of, Duration::from_secs(60)).await;
+    assert_eq!(done["counts"]["completed"], 1, "{done}");
+    let t = admin.get(&path, 200).await;
+    let verified = t["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "pilot_verified")
+        .unwrap()
+        .clone();
+    assert!(
+        verified["detail"]["is_sspr_enabled"].as_str().unwrap().contains("attestation"),
+        "the evidence says what stood in for the report: {verified}"
+    );
+}

@@ -367,7 +367,11 @@ impl GraphClient {
                     return Ok(reply);
                 }
                 Attempt::Fail(error) => {
-                    if matches!(error.status(), Some(401 | 403))
+                    // A 403 that is the tenant's licence speaking (reports need P1/P2) is a
+                    // definitive answer about that resource, not a sign the tenant is unusable.
+                    let licence_refusal = error.code()
+                        == Some("Authentication_RequestFromNonPremiumTenantOrB2CTenant");
+                    if (matches!(error.status(), Some(401 | 403)) && !licence_refusal)
                         || matches!(error, GraphError::Token { .. })
                     {
                         self.inner.breakers.failure(&tenant.id, &error.reason(), &cfg.breaker);

@@ -409,8 +409,12 @@ impl Ctx<'_> {
         Ok(Ok(users))
     }
 
-    /// Whether SSPR already reaches every user (then the scope steps are skipped).
+    /// Whether SSPR already reaches every user (then the scope steps are skipped). Without
+    /// Entra ID P1/P2 Graph cannot report it, and is not asked.
     async fn already_all(&self) -> Result<bool, StepError> {
+        if !premium(&self.tenant) {
+            return Ok(false);
+        }
         match self.g().users_registered_by_feature(&self.gt).await {
             Ok(u) => {
                 let enabled = u
@@ -675,6 +679,9 @@ impl Ctx<'_> {
 
     /// Reads each pilot user's registration details; `None` when the tenant has no P1/P2.
     async fn pilot_details(&self, users: &[User]) -> Result<Option<Vec<(bool, bool)>>, StepError> {
+        if !premium(&self.tenant) {
+            return Ok(None);
+        }
         let mut out = Vec::new();
         for u in users {
             match self.g().registration_details_of(&self.gt, &u.id).await {
@@ -799,12 +806,15 @@ impl Ctx<'_> {
                 let ids: HashSet<String> =
                     users.iter().map(|u| u.id.to_ascii_lowercase()).collect();
                 let pilot_start = self.pilot_started().await?.unwrap_or(since);
-                let audits =
+                let audits = if premium(&self.tenant) {
                     match self.g().directory_audits(&self.gt, RESET_ACTIVITY, pilot_start).await {
                         Ok(a) => Some(a),
                         Err(e) if non_premium(&e) => None,
                         Err(e) => return Err(e.into()),
-                    };
+                    }
+                } else {
+                    None
+                };
                 match audits {
                     Some(audits) => {
                         let resets = audits
