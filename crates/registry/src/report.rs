@@ -398,7 +398,7 @@ impl Facts {
             writeback_state: "not_readable_app_only".into(),
         });
         if organization.as_ref().and_then(|o| o.on_premises_sync_enabled) == Some(true) {
-            if matches!(licence, LicenceLevel::P1 | LicenceLevel::P2) {
+            if licence.is_premium() {
                 advisories.push(Finding::new(
                     "hybrid_writeback_manual",
                     "users are synced from on-premises AD: enable password writeback in Entra Connect and in the SSPR portal settings, or synced users cannot reset",
@@ -444,13 +444,7 @@ impl Facts {
         });
         let users = match &self.users {
             Some(Ok(summary)) => {
-                let count = |feature: &str| {
-                    summary
-                        .user_registration_feature_counts
-                        .iter()
-                        .find(|c| c.feature == feature)
-                        .map_or(0, |c| c.user_count)
-                };
+                let count = |feature: &str| summary.count(feature).unwrap_or(0);
                 Some(UserCounts {
                     total: summary.total_user_count,
                     sspr_enabled: count("ssprEnabled"),

@@ -1,9 +1,13 @@
 //! Graph's answers turned into the domain's view of a tenant's methods and campaign.
 
 use sspr_domain::methods_plan::{CampaignNow, MethodKey, MethodNow};
-use sspr_graph::types::{AdvancedConfigState, AuthenticationMethodsPolicy, MethodId, MethodState};
+use sspr_graph::types::{
+    AdvancedConfigState, AuthenticationMethodsPolicy, FEATURE_SSPR_ENABLED, MethodId, MethodState,
+    UserRegistrationFeatureSummary,
+};
 
-fn method_id(key: MethodKey) -> MethodId {
+/// The Graph method configuration a domain method key stands for.
+pub(crate) fn method_id(key: MethodKey) -> MethodId {
     match key {
         MethodKey::Authenticator => MethodId::MicrosoftAuthenticator,
         MethodKey::Sms => MethodId::Sms,
@@ -36,4 +40,10 @@ pub(crate) fn campaign_now(policy: &AuthenticationMethodsPolicy) -> CampaignNow 
         },
         None => CampaignNow { enabled: false, targets: Vec::new(), snooze_days: 0 },
     }
+}
+
+/// Whether every user counted already shows `isSsprEnabled` (SSPR is on for All).
+pub(crate) fn sspr_on_for_all(summary: &UserRegistrationFeatureSummary) -> bool {
+    let enabled = summary.count(FEATURE_SSPR_ENABLED).unwrap_or(0);
+    summary.total_user_count > 0 && enabled >= summary.total_user_count
 }

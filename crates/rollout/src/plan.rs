@@ -16,13 +16,13 @@ use sspr_domain::{
 };
 use sspr_graph::{GraphClient, GraphError, types::Group};
 use sspr_registry::{Registry, RegistryError, failure_code};
-use sspr_store::{LicenceLevel, Store, StoreError, Tenant, TenantFilter, TenantStatus};
+use sspr_store::{Store, StoreError, Tenant, TenantFilter, TenantStatus};
 use tokio::sync::Semaphore;
 use utoipa::ToSchema;
 
 use crate::{
     SCOPE_GROUP_DESCRIPTION,
-    graph_state::{campaign_now, methods_now},
+    graph_state::{campaign_now, methods_now, sspr_on_for_all},
 };
 
 /// Why a plan could not be made at all.
@@ -297,14 +297,7 @@ impl Planner {
         let methods = methods.map_err(|e| (graph_blocker(&e), none()))?;
         let groups = groups.map_err(|e| (graph_blocker(&e), none()))?;
         // Reports need P1/P2; without them, whether SSPR is already on for all is unknown.
-        let already_all = users.as_ref().ok().is_some_and(|u| {
-            let enabled = u
-                .user_registration_feature_counts
-                .iter()
-                .find(|c| c.feature == "ssprEnabled")
-                .map_or(0, |c| c.user_count);
-            u.total_user_count > 0 && enabled >= u.total_user_count
-        });
+        let already_all = users.as_ref().ok().is_some_and(sspr_on_for_all);
         let mut steps = Vec::new();
 
         // The scope group.
@@ -461,7 +454,7 @@ impl Planner {
                 "require_users_to_register_when_signing_in": policy.register_at_sign_in,
                 "days_before_users_are_asked_to_reconfirm": policy.reconfirm_days,
                 "security_questions": "off",
-                "password_writeback": if tenant.licence == LicenceLevel::P1 || tenant.licence == LicenceLevel::P2 { "on, if users are synced from on-premises" } else { "not licensed" },
+                "password_writeback": if tenant.licence.is_premium() { "on, if users are synced from on-premises" } else { "not licensed" },
             });
             match policy.scope_mode {
                 ScopeMode::Manual => steps.push(step("scope_task", "task", "a technician sets SSPR to Selected = the scope group in the Entra admin center and attests it", checklist)),
@@ -507,7 +500,7 @@ impl Planner {
             serde_json::to_value(&campaign_all).unwrap_or_default(),
         ));
         if !already_all {
-            let dynamic = matches!(tenant.licence, LicenceLevel::P1 | LicenceLevel::P2);
+            let dynamic = tenant.licence.is_premium();
             steps.push(step(
                 "scope_all",
                 if dynamic { "dynamic_rule" } else { "kept_by_sspr_fleet" },

@@ -97,6 +97,11 @@ pub enum LicenceLevel {
 }
 
 impl LicenceLevel {
+    /// Entra ID P1 or P2: dynamic groups, password writeback and the registration reports.
+    pub fn is_premium(self) -> bool {
+        matches!(self, LicenceLevel::P1 | LicenceLevel::P2)
+    }
+
     /// Every level, from least to most capable.
     pub const ALL: [LicenceLevel; 5] = [
         LicenceLevel::Unknown,

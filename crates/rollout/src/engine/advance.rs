@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use sspr_domain::{RolloutId, rollout::TenantState};
 use sspr_queue::{Job, JobDone, JobError, JobFuture, JobHandler};
-use sspr_store::{NewEvent, RolloutTenant, StoreError};
+use sspr_store::{RolloutTenant, StoreError};
 
 use super::{ADVANCE_KIND, ENGINE_ACTOR, Engine, RolloutPayload, has_step, later, update_to};
 
@@ -121,15 +121,13 @@ impl Engine {
                 return Ok(again());
             }
             if wave + 1 < rollout.wave_count {
-                let event = NewEvent {
-                    tenant_id: None,
-                    at: self.now(),
-                    actor: ENGINE_ACTOR.into(),
-                    kind: "wave_started".into(),
-                    from_state: None,
-                    to_state: None,
-                    detail: json!({"wave": wave + 1, "previous_wave_failed": failed}),
-                };
+                let event = self.event(
+                    ENGINE_ACTOR,
+                    "wave_started",
+                    "",
+                    "",
+                    json!({"wave": wave + 1, "previous_wave_failed": failed}),
+                );
                 if !self.store().advance_rollout_wave(id, wave, wave + 1, event).await? {
                     // Someone else moved it (an older copy of this job); start over next time.
                     return Ok(again());
@@ -148,15 +146,7 @@ impl Engine {
         failed: usize,
         size: usize,
     ) -> Result<(), StoreError> {
-        let event = NewEvent {
-            tenant_id: None,
-            at: self.now(),
-            actor: ENGINE_ACTOR.into(),
-            kind: "paused".into(),
-            from_state: Some("running".into()),
-            to_state: Some("paused".into()),
-            detail: json!({"reason": "failure_budget_exceeded", "wave": wave, "failed": failed, "wave_size": size}),
-        };
+        let event = self.event(ENGINE_ACTOR, "paused", "running", "paused", json!({"reason": "failure_budget_exceeded", "wave": wave, "failed": failed, "wave_size": size}));
         let paused = self
             .store()
             .set_rollout_state(id, &["running"], "paused", Some("failure_budget_exceeded"), event)
@@ -186,15 +176,13 @@ impl Engine {
                 .collect::<Vec<_>>()
                 .join(", ")
         });
-        let event = NewEvent {
-            tenant_id: None,
-            at: self.now(),
-            actor: ENGINE_ACTOR.into(),
-            kind: "completed".into(),
-            from_state: Some("running".into()),
-            to_state: Some("completed".into()),
-            detail: json!({"tenants": counts}),
-        };
+        let event = self.event(
+            ENGINE_ACTOR,
+            "completed",
+            "running",
+            "completed",
+            json!({"tenants": counts}),
+        );
         if self
             .store()
             .set_rollout_state(id, &["running"], "completed", reason.as_deref(), event)
@@ -220,15 +208,13 @@ impl Engine {
             }
         }
         if left == 0 {
-            let event = NewEvent {
-                tenant_id: None,
-                at: self.now(),
-                actor: ENGINE_ACTOR.into(),
-                kind: "rolled_back".into(),
-                from_state: Some("rolling_back".into()),
-                to_state: Some("rolled_back".into()),
-                detail: json!({"tenants": tenants.len()}),
-            };
+            let event = self.event(
+                ENGINE_ACTOR,
+                "rolled_back",
+                "rolling_back",
+                "rolled_back",
+                json!({"tenants": tenants.len()}),
+            );
             self.store()
                 .set_rollout_state(id, &["rolling_back"], "rolled_back", None, event)
                 .await?;

@@ -287,6 +287,26 @@ impl Engine {
         Ok(moved)
     }
 
+    /// A rollout-wide event now by `actor`, from state `from` to `to` of the rollout.
+    pub(crate) fn event(
+        &self,
+        actor: &str,
+        kind: &str,
+        from: &str,
+        to: &str,
+        detail: Value,
+    ) -> NewEvent {
+        NewEvent {
+            tenant_id: None,
+            at: self.now(),
+            actor: actor.to_owned(),
+            kind: kind.to_owned(),
+            from_state: (!from.is_empty()).then(|| from.to_owned()),
+            to_state: (!to.is_empty()).then(|| to.to_owned()),
+            detail,
+        }
+    }
+
     pub(crate) async fn rollout(&self, id: &RolloutId) -> Result<Option<Rollout>, StoreError> {
         self.inner.store.get_rollout(id).await
     }

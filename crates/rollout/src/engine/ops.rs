@@ -64,25 +64,6 @@ fn conflict(code: &'static str, message: impl Into<String>) -> OpError {
 }
 
 impl Engine {
-    fn event(
-        &self,
-        actor: &str,
-        kind: &str,
-        from: &str,
-        to: &str,
-        detail: serde_json::Value,
-    ) -> NewEvent {
-        NewEvent {
-            tenant_id: None,
-            at: self.now(),
-            actor: actor.to_owned(),
-            kind: kind.to_owned(),
-            from_state: Some(from.to_owned()),
-            to_state: Some(to.to_owned()),
-            detail,
-        }
-    }
-
     async fn must_get(&self, id: &RolloutId) -> Result<Rollout, OpError> {
         self.rollout(id).await?.ok_or(OpError::NotFound)
     }

@@ -15,21 +15,19 @@ use sspr_domain::{
 use sspr_graph::{
     GraphError, Tenant as GraphTenant,
     types::{
-        ALL_USERS, AuthenticationMethodsPolicy, CampaignIncludeTarget, MethodConfigPatch, MethodId,
-        MethodState, MethodTarget, NewSecurityGroup, RegistrationCampaign, TargetType, User,
-        mail_nickname_from, registration_campaign_patch,
+        ALL_USERS, AuthenticationMethodsPolicy, CampaignIncludeTarget, FEATURE_SSPR_ENABLED,
+        MethodConfigPatch, MethodState, MethodTarget, NewSecurityGroup, RegistrationCampaign,
+        TargetType, User, mail_nickname_from, registration_campaign_patch,
     },
 };
 use sspr_queue::{Job, JobDone, JobError, JobFuture, JobHandler};
 use sspr_registry::failure_code;
-use sspr_store::{
-    LicenceLevel, Rollout, RolloutTenant, Snapshot, StoreError, Task, Tenant, TenantStatus,
-};
+use sspr_store::{Rollout, RolloutTenant, Snapshot, StoreError, Task, Tenant, TenantStatus};
 
 use super::{ENGINE_ACTOR, Engine, STEP_KIND, StepPayload, later, update_to};
 use crate::{
     SCOPE_GROUP_DESCRIPTION,
-    graph_state::{campaign_now, methods_now},
+    graph_state::{campaign_now, method_id, methods_now, sspr_on_for_all},
 };
 
 /// The audit activity of a successful self-service reset (graph-facts §6).
@@ -102,16 +100,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) gt: GraphTenant,
 }
 
-pub(crate) fn method_id(key: MethodKey) -> MethodId {
-    match key {
-        MethodKey::Authenticator => MethodId::MicrosoftAuthenticator,
-        MethodKey::Sms => MethodId::Sms,
-        MethodKey::Email => MethodId::Email,
-    }
-}
-
 fn premium(t: &Tenant) -> bool {
-    matches!(t.licence, LicenceLevel::P1 | LicenceLevel::P2)
+    t.licence.is_premium()
 }
 
 /// Graph's answer when a tenant has no Entra ID P1/P2 for the reports (graph-facts §5).
@@ -416,14 +406,7 @@ impl Ctx<'_> {
             return Ok(false);
         }
         match self.g().users_registered_by_feature(&self.gt).await {
-            Ok(u) => {
-                let enabled = u
-                    .user_registration_feature_counts
-                    .iter()
-                    .find(|c| c.feature == "ssprEnabled")
-                    .map_or(0, |c| c.user_count);
-                Ok(u.total_user_count > 0 && enabled >= u.total_user_count)
-            }
+            Ok(u) => Ok(sspr_on_for_all(&u)),
             Err(e) if non_premium(&e) || e.status() == Some(403) => Ok(false),
             Err(e) => Err(e.into()),
         }
@@ -978,12 +961,7 @@ impl Ctx<'_> {
         }
         match self.g().users_registered_by_feature(&self.gt).await {
             Ok(u) => {
-                let enabled = u
-                    .user_registration_feature_counts
-                    .iter()
-                    .find(|c| c.feature == "ssprEnabled")
-                    .map_or(0, |c| c.user_count);
-                evidence["sspr_enabled_users"] = json!(enabled);
+                evidence["sspr_enabled_users"] = json!(u.count(FEATURE_SSPR_ENABLED).unwrap_or(0));
                 evidence["total_users"] = json!(u.total_user_count);
             }
             Err(e) if non_premium(&e) || e.status() == Some(403) => {
