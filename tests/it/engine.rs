@@ -301,7 +301,7 @@ async fn a_staged_rollout_over_fifty_mixed_tenants_completes_pilot_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_back_a_completed_tenant_restores_what_the_snapshots_recorded() {
     let kinds = [Kind::Ready, Kind::CloudOnly];
-    let (_app, sim, admin, ids) = start(&kinds).await;
+    let (app, sim, admin, ids) = start(&kinds).await;
     let entra_of: BTreeMap<String, String> =
         ids.iter().enumerate().map(|(i, id)| (id.clone(), entra(i))).collect();
     let before: Vec<Value> = (0..2).map(|i| sim.sim.tenant_state(&entra(i)).unwrap()).collect();
@@ -353,11 +353,22 @@ async fn rolling_back_a_completed_tenant_restores_what_the_snapshots_recorded() 
     // The other tenant is untouched by that rollback.
     let other = admin.get(&format!("/v1/rollouts/{rollout}/tenants/{}", ids[1]), 200).await;
     assert_eq!(other["state"], "completed");
-    // Rolling back again changes nothing more.
+    // Rolling back again changes nothing more: once the queue has run whatever the request
+    // enqueued, the tenant has seen no further write.
+    let writes = sim.sim.writes(&entra(0)).unwrap().len();
     admin
         .post_json(&format!("/v1/rollouts/{rollout}/rollback"), &json!({"tenant_id": ids[0]}), 202)
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = std::time::Instant::now();
+    loop {
+        let jobs = app.store.count_jobs_by_state("default").await.unwrap();
+        if !jobs.contains_key("queued") && !jobs.contains_key("running") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "jobs still pending: {jobs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sim.sim.writes(&entra(0)).unwrap().len(), writes);
     assert_eq!(sim.sim.tenant_state(&entra(0)).unwrap()["groups"], after["groups"]);
 }
 
