@@ -610,3 +610,107 @@ async fn a_tenant_without_p1_waits_for_its_technician_as_long_as_it_takes() {
         "the evidence says what stood in for the report: {verified}"
     );
 }
+
+/// Waits until every tenant of `rollout` is in one of `states`.
+async fn wait_tenants(admin: &TestClient, rollout: &str, states: &[&str], timeout: Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let page = admin.get(&format!("/v1/rollouts/{rollout}/tenants?limit=500"), 200).await;
+        let items = page["items"].as_array().unwrap();
+        if items.iter().all(|t| states.iter().any(|s| t["state"] == *s)) {
+            return;
+        }
+        assert!(start.elapsed() < timeout, "tenants not in {states:?} after {timeout:?}: {page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_scope_mode_sets_the_legacy_policy_itself_and_rollback_puts_it_back() {
+    // Tenant 2 gets no portal credential.
+    let kinds = [Kind::Ready, Kind::CloudOnly, Kind::Ready];
+    let (_app, sim, admin, ids) = start(&kinds).await;
+    let before: Vec<(Value, LegacySspr)> = (0..3)
+        .map(|i| {
+            (sim.sim.tenant_state(&entra(i)).unwrap(), sim.sim.legacy_sspr(&entra(i)).unwrap())
+        })
+        .collect();
+
+    // A refresh token the identity platform refuses is not stored.
+    let path = |i: usize| format!("/v1/tenants/{}/portal-credentials", ids[i]);
+    let refused = admin
+        .put_json_raw(&path(0), &json!({"refresh_token": "not-the-token"}))
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(refused["errors"][0]["code"], "refresh_token_invalid", "{refused}");
+    admin.get(&path(0), 404).await;
+    admin.put_json_raw(&path(0), &json!({"refresh_token": ""})).await.expect_status(422);
+    for i in 0..2 {
+        let token = sim.sim.portal_refresh_token(&entra(i)).unwrap();
+        let stored = admin.put_json(&path(i), &json!({"refresh_token": token}), 200).await;
+        assert_eq!(stored["unsupported"], true);
+        assert!(!stored.to_string().contains(&token), "the token was echoed: {stored}");
+        assert_eq!(admin.get(&path(i), 200).await["id"], stored["id"]);
+    }
+    admin.get(&path(2), 404).await;
+
+    let mut spec = rollout_spec(0, 10, 10);
+    spec["policy"]["scope_mode"] = json!("portal");
+    spec["policy"]["reconfirm_days"] = json!(90);
+    // The plan already names the tenant without a portal credential.
+    let plan = admin.post_json("/v1/rollouts?dry_run=true", &spec, 200).await;
+    let blocked: Vec<&Value> =
+        plan["tenants"].as_array().unwrap().iter().filter(|t| t["status"] == "blocked").collect();
+    assert_eq!(blocked.len(), 1, "{plan}");
+    assert_eq!(blocked[0]["tenant_id"], ids[2].as_str());
+    assert_eq!(blocked[0]["blocker"]["code"], "portal_credentials_missing");
+
+    let rollout =
+        admin.post_json("/v1/rollouts", &spec, 201).await["id"].as_str().unwrap().to_owned();
+    // No technician: nothing is attested, and the rollout still completes.
+    wait_tenants(&admin, &rollout, &["completed", "blocked", "failed"], Duration::from_secs(60))
+        .await;
+    let done = admin.get(&format!("/v1/rollouts/{rollout}"), 200).await;
+    assert_eq!(done["counts"]["completed"], 2, "{done}");
+    assert_eq!(done["blocked_reasons"], json!({"portal_credentials_missing": 1}), "{done}");
+    let tasks = admin.get(&format!("/v1/tasks?rollout_id={rollout}"), 200).await;
+    assert_eq!(tasks["items"], json!([]), "portal mode creates no scope task");
+
+    for (i, tenant) in ids.iter().enumerate().take(2) {
+        let e = entra(i);
+        let rt = admin.get(&format!("/v1/rollouts/{rollout}/tenants/{tenant}"), 200).await;
+        let group = rt["scope_group_id"].as_str().unwrap();
+        let legacy = sim.sim.legacy_sspr(&e).unwrap();
+        assert_eq!(legacy.enablement, Enablement::Selected, "tenant {i}");
+        assert_eq!(legacy.group_id.as_deref(), Some(group), "tenant {i}");
+        assert_eq!(
+            (legacy.methods_required, legacy.register_on_sign_in, legacy.reconfirm_days),
+            (2, true, 90)
+        );
+        assert!(!legacy.security_questions);
+        // The portal PUT came before any all_users write.
+        let writes = sim.sim.writes(&e).unwrap();
+        let portal = writes.iter().position(|w| w.path.contains("PasswordResetPolicies"));
+        let first_all = writes.iter().position(|w| w.body.to_string().contains("all_users"));
+        assert!(portal.is_some() && portal < first_all, "tenant {i}: {writes:?}");
+        assert_eq!(
+            writes.iter().filter(|w| w.path.contains("PasswordResetPolicies")).count(),
+            1,
+            "tenant {i}: the policy was written once"
+        );
+    }
+
+    // Rolling the whole rollout back puts the legacy policy back as it was, and the groups.
+    admin.post_json(&format!("/v1/rollouts/{rollout}/rollback"), &json!({}), 202).await;
+    wait_tenants(&admin, &rollout, &["rolled_back", "blocked"], Duration::from_secs(60)).await;
+    for (i, (state, legacy)) in before.iter().enumerate().take(2) {
+        let e = entra(i);
+        assert_eq!(&sim.sim.legacy_sspr(&e).unwrap(), legacy, "tenant {i}");
+        assert_eq!(sim.sim.tenant_state(&e).unwrap()["groups"], state["groups"], "tenant {i}");
+    }
+    let tasks = admin.get(&format!("/v1/tasks?rollout_id={rollout}"), 200).await;
+    assert_eq!(tasks["items"], json!([]), "nothing is left for a technician");
+    // The tenant without a credential was never written to.
+    assert!(sim.sim.writes(&entra(2)).unwrap().is_empty());
+    assert_eq!(sim.sim.legacy_sspr(&entra(2)).unwrap(), before[2].1);
+}

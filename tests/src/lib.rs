@@ -254,7 +254,7 @@ impl SimHandle {
 }
 
 /// Starts the Graph simulator from `scenario_toml` (see `docs/graph-sim.md`) on
-/// `127.0.0.1:0`, then the daemon pointed at it (`graph_url` and `login_url`) with background
+/// `127.0.0.1:0`, then the daemon pointed at it (`graph_url`, `login_url` and `portal_url`) with background
 /// verification off, so that tests verify tenants explicitly. `extra_env` comes last and may
 /// override any of that.
 pub async fn spawn_app_with_sim(
@@ -272,6 +272,7 @@ pub async fn spawn_app_with_sim(
     let mut env: Vec<(&str, &str)> = vec![
         ("SSPR_FLEET_GRAPH_URL", &url),
         ("SSPR_FLEET_LOGIN_URL", &url),
+        ("SSPR_FLEET_PORTAL_URL", &url),
         ("SSPR_FLEET_REGISTRY__BACKGROUND_VERIFY", "false"),
     ];
     env.extend_from_slice(extra_env);

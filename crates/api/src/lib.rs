@@ -38,8 +38,8 @@ pub use v1::{
     api_keys::{ApiKeyList, ApiKeyView, ApiRole, CreateApiKey, CreatedApiKey},
     audit::{AuditEntryView, AuditPage, AuditQuery},
     tenants::{
-        CredentialView, ImportReport, TenantPage, TenantView, UpdateTenant, VerifyOutcome,
-        VerifyReport, VerifyTenants,
+        CredentialView, ImportReport, PortalCredentialView, TenantPage, TenantView, UpdateTenant,
+        VerifyOutcome, VerifyReport, VerifyTenants,
     },
 };
 

@@ -56,13 +56,19 @@ pub fn build_registry(
 ) -> anyhow::Result<sspr_registry::Registry> {
     let graph = sspr_graph::GraphClient::new(settings.graph_config())
         .context("cannot build the Graph client")?;
+    let portal = sspr_graph::PortalClient::new(sspr_graph::PortalConfig::new(
+        &settings.login_url,
+        &settings.portal_url,
+    ))
+    .context("cannot build the portal client")?;
     Ok(sspr_registry::Registry::new(
         store.clone(),
         Arc::new(vault),
         graph,
         clock,
         settings.registry_settings(),
-    ))
+    )
+    .with_portal(portal))
 }
 
 /// Opens the database named in the settings and applies pending migrations.

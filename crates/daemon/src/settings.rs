@@ -31,6 +31,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "master_key_file",
     "graph_url",
     "login_url",
+    "portal_url",
     "log",
     "log_format",
     "api",
@@ -61,6 +62,8 @@ pub struct Settings {
     pub graph_url: String,
     /// Base URL of the Microsoft identity platform.
     pub login_url: String,
+    /// Base URL of the Azure portal's API, used only by the unsupported `portal` scope mode.
+    pub portal_url: String,
     /// Log filter.
     pub log: String,
     /// Log format.
@@ -262,7 +265,11 @@ impl Settings {
                 "expected sqlite://FILE or postgres://USER@HOST:PORT/DB",
             ));
         }
-        for (key, value) in [("graph_url", &self.graph_url), ("login_url", &self.login_url)] {
+        for (key, value) in [
+            ("graph_url", &self.graph_url),
+            ("login_url", &self.login_url),
+            ("portal_url", &self.portal_url),
+        ] {
             let ok = (value.starts_with("https://") || value.starts_with("http://"))
                 && value.len() > "https://".len()
                 && !value.contains(char::is_whitespace);

@@ -147,6 +147,7 @@ impl Env {
             .env("SSPR_FLEET_LISTEN", "127.0.0.1:0")
             .env("SSPR_FLEET_GRAPH_URL", &self.graph)
             .env("SSPR_FLEET_LOGIN_URL", &self.graph)
+            .env("SSPR_FLEET_PORTAL_URL", &self.graph)
             .env("SSPR_FLEET_LOG", "info,sqlx=warn,actix_server=warn")
             .env("SSPR_FLEET_LOG_FORMAT", "json")
             .env("SSPR_FLEET_API__WORKERS", "2")

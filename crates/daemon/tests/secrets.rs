@@ -33,6 +33,8 @@ const MARKER: &str = "LEAKCHECK";
 const SECRET_ONE: &str = "LEAKCHECK~secret-one~7f3a9c2e4b1d8f60a5c3e9b7d2f4a6c8";
 const SECRET_TWO: &str = "LEAKCHECK~secret-two~1b9d7f5e3c2a0e8d6f4b2a9c7e5d3b1f";
 const WRONG_SECRET: &str = "LEAKCHECK~wrong~9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b";
+/// Alpha's portal refresh token (the unsupported portal scope mode's credential).
+const PORTAL_TOKEN: &str = "LEAKCHECK~portal-rt~4d2b8f6a0c9e7d5b3a1f8e6c4a2d0b9f";
 /// The tail of every secret sent in a wrong place (see [`misplaced`]).
 const MISPLACED_TAIL: &str = "5e1f0c7a9b3d";
 const PRIVATE_KEY: &str = include_str!("../../graph-sim/tests/data/test-app-key.pem");
@@ -89,6 +91,9 @@ fn scenario() -> String {
         (HOTEL, "Hotel"),
     ] {
         text.push_str(&format!("[[tenants]]\nid = \"{id}\"\nname = \"{name}\"\nusers = 12\n"));
+        if id == ALPHA {
+            text.push_str(&format!("portal_refresh_token = \"{PORTAL_TOKEN}\"\n"));
+        }
     }
     text.push_str(&format!(
         "[[tenants]]\nid = \"{FOXTROT}\"\nname = \"Foxtrot\"\nusers = 12\nconsented = false\n"
@@ -119,6 +124,7 @@ impl Env {
             .env("SSPR_FLEET_LISTEN", "127.0.0.1:0")
             .env("SSPR_FLEET_GRAPH_URL", &self.graph)
             .env("SSPR_FLEET_LOGIN_URL", &self.graph)
+            .env("SSPR_FLEET_PORTAL_URL", &self.graph)
             // sqlx logs statements at trace: the strictest setting shows they carry no values.
             .env("SSPR_FLEET_LOG", "debug,sqlx=trace")
             .env("SSPR_FLEET_LOG_FORMAT", "json")
@@ -346,6 +352,7 @@ fn needles() -> Vec<(String, Vec<u8>)> {
         ("the tail of SECRET_ONE".into(), SECRET_ONE.rsplit('~').next().unwrap().into()),
         ("the tail of SECRET_TWO".into(), SECRET_TWO.rsplit('~').next().unwrap().into()),
         ("the tail of WRONG_SECRET".into(), WRONG_SECRET.rsplit('~').next().unwrap().into()),
+        ("the tail of PORTAL_TOKEN".into(), PORTAL_TOKEN.rsplit('~').next().unwrap().into()),
         ("the tail of a misplaced secret".into(), MISPLACED_TAIL.into()),
         ("the marker in base64".into(), "TEVBS0NIRUNL".into()),
         ("the marker in hex".into(), "4c45414b434845434b".into()),
@@ -480,6 +487,18 @@ async fn customer_secrets_never_leak_into_responses_logs_cli_output_or_files() {
     api.expect("rotate Bravo", 200, PUT, &path, Some(&body)).await;
     let verified = api.expect("verify Alpha after rotation", 200, POST, &alpha_verify, None).await;
     assert_token_obtained("Alpha after rotation", &verified);
+
+    // The portal credential: stored once it obtains a portal token; a wrong one is refused.
+    let path = format!("/v1/tenants/{alpha_id}/portal-credentials");
+    let body = json!({"refresh_token": PORTAL_TOKEN});
+    let stored = api.expect("put Alpha's portal credential", 200, PUT, &path, Some(&body)).await;
+    assert_eq!(stored["unsupported"], true, "{stored}");
+    let body = json!({"refresh_token": misplaced("wrong-portal-token")});
+    let refused = api.expect("put a refused portal credential", 422, PUT, &path, Some(&body)).await;
+    assert_eq!(refused["errors"][0]["code"], "refresh_token_invalid", "{refused}");
+    let body = json!({"refresh_token": PORTAL_TOKEN, "extra": misplaced("portal-unknown-field")});
+    api.expect("portal credential with an unknown field", 422, PUT, &path, Some(&body)).await;
+    api.expect("get Alpha's portal credential", 200, GET, &path, None).await;
 
     // Import through the API: CSV with good rows and rows with a secret in a wrong column.
     let short_row = csv_row(&[&unused_tenant(7), "Short row", &misplaced("csv-short-row")]);

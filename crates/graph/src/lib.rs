@@ -27,8 +27,8 @@ pub use credentials::{Credential, CredentialError};
 pub use error::GraphError;
 pub use metrics::{EndpointStats, LATENCY_BUCKETS_MS, MetricsSnapshot};
 pub use portal::{
-    DEFAULT_PORTAL_URL, PORTAL_RESOURCE, PortalClient, PortalConfig, PortalSspr, PortalToken,
-    portal_policy_body,
+    DEFAULT_PORTAL_URL, Enablement, PORTAL_RESOURCE, PortalClient, PortalConfig, PortalSspr,
+    PortalToken, portal_policy_body,
 };
 pub use token::TokenInfo;
 pub use types::ALL_MEMBERS_RULE;

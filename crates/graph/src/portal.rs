@@ -223,6 +223,13 @@ impl PortalClient {
         Ok(Self { http: crate::client::http_client(cfg.connect_timeout)?, cfg })
     }
 
+    /// The same client (sharing its connections) sending `client_id` with refresh tokens.
+    pub fn with_client_id(&self, client_id: String) -> Self {
+        let mut cfg = self.cfg.clone();
+        cfg.client_id = Some(client_id);
+        Self { http: self.http.clone(), cfg }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &PortalConfig {
         &self.cfg

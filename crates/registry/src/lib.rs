@@ -7,6 +7,7 @@
 
 pub mod import;
 pub mod onboarding;
+mod portal;
 pub mod report;
 pub mod reverify;
 mod service;
@@ -17,6 +18,7 @@ pub use onboarding::{
     CredentialInput, EntraTenantRef, FieldProblem, TenantInput, ValidTenant,
     certificate_thumbprint_s256, failure_code,
 };
+pub use portal::{PortalCredentialInput, PortalSession};
 pub use report::{REQUIRED_PERMISSIONS, ReadinessReport, RequiredPermission};
 pub use reverify::Reverifier;
 pub use service::{

@@ -251,7 +251,7 @@ impl TenantInput {
             problems.push(FieldProblem::new(
                 "credentials.kind",
                 "not_app_only",
-                "Graph calls need client_secret or certificate credentials; a delegated refresh token only serves the opt-in portal adapter, which is not available yet",
+                "Graph calls need client_secret or certificate credentials; a delegated refresh token for the portal adapter goes to PUT /v1/tenants/{id}/portal-credentials",
             ));
         }
         match entra {

@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 use sspr_domain::{Clock, CredentialId, TenantId};
-use sspr_graph::{Credential, GraphClient, SizeClass, Tenant as GraphTenant};
+use sspr_graph::{
+    Credential, DEFAULT_PORTAL_URL, GraphClient, PortalClient, PortalConfig, SizeClass,
+    Tenant as GraphTenant,
+};
 use sspr_store::{
     NewCredential, NewTenant, Store, StoreError, StoredCredential, Tenant, TenantPatch,
     TenantStatus, VerificationRecord,
@@ -70,12 +73,13 @@ pub enum RegistryError {
 /// The registry. Cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
-    store: Store,
-    vault: Arc<Vault>,
+    pub(crate) store: Store,
+    pub(crate) vault: Arc<Vault>,
     graph: GraphClient,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     settings: RegistrySettings,
     verify_slots: Arc<Semaphore>,
+    pub(crate) portal: PortalClient,
 }
 
 impl std::fmt::Debug for Registry {
@@ -147,7 +151,20 @@ impl Registry {
         settings: RegistrySettings,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(settings.verify_concurrency.max(1)));
-        Self { store, vault, graph, clock, settings, verify_slots: slots }
+        let portal_cfg = PortalConfig::new(&graph.config().login_url, DEFAULT_PORTAL_URL);
+        let portal = PortalClient::new(portal_cfg).unwrap_or_else(|_| {
+            // Building an HTTP client fails only without a TLS backend, which the Graph client
+            // already needed; fall back to its defaults rather than refuse to start.
+            PortalClient::new(PortalConfig::default()).expect("an HTTP client")
+        });
+        Self { store, vault, graph, clock, settings, verify_slots: slots, portal }
+    }
+
+    /// The same registry reaching the portal's API (the unsupported `portal` scope mode)
+    /// through `portal`.
+    pub fn with_portal(mut self, portal: PortalClient) -> Self {
+        self.portal = portal;
+        self
     }
 
     /// The store.
@@ -595,6 +612,10 @@ impl Registry {
         }
         let rewrapped =
             if changes.is_empty() { 0 } else { store.rewrap_credentials(&changes).await? };
-        Ok(RewrapReport { total: all.len(), rewrapped })
+        let (portal_total, portal_rewrapped) = Self::rewrap_portal(store, vault).await?;
+        Ok(RewrapReport {
+            total: all.len() + portal_total,
+            rewrapped: rewrapped + portal_rewrapped,
+        })
     }
 }

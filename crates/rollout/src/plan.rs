@@ -280,6 +280,21 @@ impl Planner {
             }
             Err(e) => return Err((blocker("credentials_missing", e.to_string()), none())),
         };
+        if spec.policy.scope_mode == ScopeMode::Portal {
+            match self.registry.store().portal_credential(&tenant.id).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err((
+                        blocker(
+                            "portal_credentials_missing",
+                            "scope_mode portal needs the tenant's portal credential (PUT /v1/tenants/{id}/portal-credentials)",
+                        ),
+                        none(),
+                    ));
+                }
+                Err(e) => return Err((blocker("database_error", e.to_string()), none())),
+            }
+        }
         let g = &self.graph;
         let t = &graph_tenant;
         let policy = &spec.policy;

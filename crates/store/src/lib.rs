@@ -13,6 +13,7 @@ mod audit;
 mod error;
 mod jobs;
 mod pool;
+mod portal_credentials;
 mod rollouts;
 mod tenants;
 mod time;
@@ -22,6 +23,7 @@ pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use error::StoreError;
 pub use jobs::{Job, JobState, JobStateParseError, NewJob};
 pub use pool::{Backend, MigrationReport, Store, StoreOptions};
+pub use portal_credentials::PortalCredential;
 pub use rollouts::{
     NewEvent, NewRollout, NewRolloutTenant, Rollout, RolloutEvent, RolloutFilter, RolloutTenant,
     Snapshot, Task, TaskFilter, TenantUpdate,

@@ -870,7 +870,7 @@ impl Store {
         Ok(updated == 1)
     }
 
-    /// Offboards an active tenant in one transaction: deletes its credential, sets its status
+    /// Offboards an active tenant in one transaction: deletes its credentials (portal included), sets its status
     /// to `offboarded`, `offboarded_at` and `updated_at` to `at`, and clears the status reason.
     /// The row, tags and readiness report stay as history. Returns the offboarded tenant;
     /// `None` when no active tenant has that id.
@@ -895,10 +895,12 @@ impl Store {
             if updated == 0 {
                 return Ok(None);
             }
-            sqlx::query("DELETE FROM tenant_credentials WHERE tenant_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            for sql in [
+                "DELETE FROM tenant_credentials WHERE tenant_id = $1",
+                "DELETE FROM tenant_portal_credentials WHERE tenant_id = $1",
+            ] {
+                sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+            }
             let tenants = load_tenants!(&mut *tx, &Selection::Id(id));
             tx.commit().await?;
             tenants

@@ -12,7 +12,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use sspr_domain::{Role, TenantId};
 use sspr_registry::{
-    CredentialInput, ImportOutcome, ReadinessReport, RegistryError, TenantInput, TenantUpdate,
+    CredentialInput, ImportOutcome, PortalCredentialInput, ReadinessReport, RegistryError,
+    TenantInput, TenantUpdate,
 };
 use sspr_store::{LicenceLevel, Tenant, TenantFilter, TenantStatus};
 use utoipa::{IntoParams, ToSchema};
@@ -35,6 +36,9 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(update_tenant)
         .service(offboard_tenant)
         .service(put_credentials)
+        .service(get_portal_credentials)
+        .service(put_portal_credentials)
+        .service(delete_portal_credentials)
         .service(verify_tenant);
 }
 
@@ -682,6 +686,128 @@ async fn put_credentials(
         "checked": check,
     })));
     Ok(web::Json(TenantView::from_tenant(tenant, true)))
+}
+
+/// A tenant's portal credential, without the refresh token.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PortalCredentialView {
+    /// Id of the stored credential, `cred_...`; changes each time it is put.
+    pub id: String,
+    /// The client id sent with the refresh token, if any.
+    pub client_id: Option<String>,
+    /// When it was put.
+    pub created_at: DateTime<Utc>,
+    /// When the sealed refresh token last changed (the identity platform rotates it).
+    pub updated_at: DateTime<Utc>,
+    /// Always `true`: the portal API is undocumented and unsupported by Microsoft.
+    pub unsupported: bool,
+}
+
+impl From<sspr_store::PortalCredential> for PortalCredentialView {
+    fn from(c: sspr_store::PortalCredential) -> Self {
+        Self {
+            id: c.id.to_string(),
+            client_id: c.client_id,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            unsupported: true,
+        }
+    }
+}
+
+/// A tenant's portal credential (unsupported `portal` scope mode).
+///
+/// Shows whether the tenant has a portal credential, never the token itself.
+#[utoipa::path(
+    operation_id = "v1.tenant.portal_credentials.get",
+    tag = "tenants",
+    params(("id" = String, Path, description = "The tenant's id, `ten_...`")),
+    responses(
+        (status = 200, description = "The portal credential", body = PortalCredentialView),
+        (status = 404, description = "No such active tenant, or it has no portal credential"),
+    )
+)]
+#[get("/tenants/{id}/portal-credentials")]
+async fn get_portal_credentials(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<web::Json<PortalCredentialView>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let id = tenant_id(&caller, &id)?;
+    let cred = registry(&state)?
+        .portal_credential(&id)
+        .await?
+        .ok_or(ApiError::NotFound("portal credential"))?;
+    Ok(web::Json(cred.into()))
+}
+
+/// Put a tenant's portal credential (**unsupported** `portal` scope mode).
+///
+/// Stores an administrator's delegated refresh token, sealed, for the Azure portal's
+/// undocumented SSPR policy API, which the opt-in `scope_mode: portal` uses to set SSPR to
+/// Selected = the scope group instead of a technician's task. Microsoft neither documents nor
+/// supports that API: it can change or stop working without notice. By default the refresh
+/// token must first obtain a portal token from the tenant; if it does not, the answer is 422
+/// and nothing is stored. The token is never shown again.
+#[utoipa::path(
+    operation_id = "v1.tenant.portal_credentials.put",
+    tag = "tenants",
+    params(("id" = String, Path, description = "The tenant's id, `ten_...`"), RotateQuery),
+    request_body = PortalCredentialInput,
+    responses(
+        (status = 200, description = "The stored portal credential", body = PortalCredentialView),
+        (status = 404, description = "No such active tenant within the caller's reach"),
+        (status = 422, description = "A field is invalid, or the refresh token was refused"),
+    )
+)]
+#[put("/tenants/{id}/portal-credentials")]
+async fn put_portal_credentials(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    id: web::Path<String>,
+    query: web::Query<RotateQuery>,
+    body: ValidJson<PortalCredentialInput>,
+) -> Result<web::Json<PortalCredentialView>, ApiError> {
+    caller.require(Role::Operator)?;
+    let id = tenant_id(&caller, &id)?;
+    mark(&req, &id);
+    let check = query.check.unwrap_or(true);
+    let cred = registry(&state)?.set_portal_credential(&id, body.0, check).await?;
+    req.extensions_mut().insert(AuditDetails(serde_json::json!({
+        "portal_credential_id": cred.id.to_string(),
+        "checked": check,
+    })));
+    Ok(web::Json(cred.into()))
+}
+
+/// Delete a tenant's portal credential.
+///
+/// Rollouts in `portal` scope mode then fail this tenant with `portal_credentials_missing`.
+#[utoipa::path(
+    operation_id = "v1.tenant.portal_credentials.delete",
+    tag = "tenants",
+    params(("id" = String, Path, description = "The tenant's id, `ten_...`")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such active tenant, or it has no portal credential"),
+    )
+)]
+#[delete("/tenants/{id}/portal-credentials")]
+async fn delete_portal_credentials(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Operator)?;
+    let id = tenant_id(&caller, &id)?;
+    mark(&req, &id);
+    if !registry(&state)?.remove_portal_credential(&id).await? {
+        return Err(ApiError::NotFound("portal credential"));
+    }
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Verify a tenant now.

@@ -9,6 +9,7 @@
 
 mod advance;
 mod ops;
+mod portal;
 mod rollback;
 mod steps;
 

@@ -11,10 +11,13 @@ use sspr_graph::{
     types::{MethodConfigPatch, MethodId, MethodState},
 };
 use sspr_queue::{Job, JobDone, JobError, JobFuture, JobHandler};
-use sspr_store::{RolloutTenant, Snapshot, StoreError, Task, TenantStatus};
+use sspr_store::{RolloutTenant, Snapshot, StoreError, Task, Tenant, TenantStatus};
 
 use super::{
-    ENGINE_ACTOR, Engine, ROLLBACK_KIND, RolloutPayload, steps::SCOPE_REVERT_TASK, update_to,
+    ENGINE_ACTOR, Engine, ROLLBACK_KIND, RolloutPayload,
+    portal::PORTAL_POLICY_TARGET,
+    steps::{SCOPE_REVERT_TASK, StepError},
+    update_to,
 };
 
 pub(crate) struct RollbackHandler {
@@ -114,7 +117,7 @@ impl Engine {
                 RollbackError::Graph(GraphError::Invalid(format!("credentials: {e}")))
             })?;
             for s in snapshots.iter().filter(|s| s.restored_at.is_none()) {
-                self.restore(&gt, &rt, s).await?;
+                self.restore(&tenant, &gt, &rt, s).await?;
                 self.store().mark_snapshot_restored(&s.id, self.now()).await?;
                 restored.push(s.target.clone());
             }
@@ -149,13 +152,29 @@ impl Engine {
 
     async fn restore(
         &self,
+        tenant: &Tenant,
         gt: &sspr_graph::Tenant,
         rt: &RolloutTenant,
         s: &Snapshot,
     ) -> Result<(), RollbackError> {
         let g = &self.inner.graph;
         let target = s.target.as_str();
-        if target == "scope_group" {
+        if target == PORTAL_POLICY_TARGET {
+            // The policy object as it was, whole (the portal expects it back whole).
+            let session = match super::portal::session(&self.inner.registry, tenant).await {
+                Ok(Ok(session)) => session,
+                Ok(Err(_)) => {
+                    return Err(RollbackError::Graph(GraphError::Invalid(
+                        "the tenant's portal credential is gone; restore the SSPR policy by hand"
+                            .into(),
+                    )));
+                }
+                Err(StepError::Graph(e)) => return Err(e.into()),
+                Err(StepError::Store(e)) => return Err(e.into()),
+                Err(StepError::Retry(m)) => return Err(GraphError::Invalid(m).into()),
+            };
+            session.client.put_policy(&session.token, &s.before).await?;
+        } else if target == "scope_group" {
             if s.before.get("existed") == Some(&Value::Bool(false))
                 && let Some(gid) = &rt.scope_group_id
             {

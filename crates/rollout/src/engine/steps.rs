@@ -304,7 +304,12 @@ impl Ctx<'_> {
     }
 
     /// Stores what a write is about to change.
-    async fn snapshot(&self, step: &str, target: &str, before: Value) -> Result<(), StoreError> {
+    pub(crate) async fn snapshot(
+        &self,
+        step: &str,
+        target: &str,
+        before: Value,
+    ) -> Result<(), StoreError> {
         self.engine
             .store()
             .insert_snapshot(Snapshot {
@@ -595,12 +600,10 @@ impl Ctx<'_> {
                     let task = self.ensure_scope_task(&group_id).await?;
                     scope = json!({"task_id": task.id.as_str(), "mode": "manual"});
                 }
-                ScopeMode::Portal => {
-                    return Ok(fail(
-                        "portal_adapter_unavailable",
-                        "scope_mode portal needs portal credentials for the tenant, which this version cannot store yet",
-                    ));
-                }
+                ScopeMode::Portal => match self.portal_scope(&group_id).await? {
+                    Ok(done) => scope = done,
+                    Err(o) => return Ok(o),
+                },
             }
         }
         Ok(Outcome::Next {
@@ -695,6 +698,19 @@ impl Ctx<'_> {
                 None => {
                     return Ok(fail("scope_task_missing", "the scope task disappeared"));
                 }
+            }
+        }
+        if !already_all
+            && self.spec.policy.scope_mode == ScopeMode::Portal
+            && let Some(gid) = &self.rt.scope_group_id
+        {
+            match self.portal_readback(gid).await? {
+                Err(o) => return Ok(o),
+                Ok(Some(differs)) => {
+                    evidence["portal_policy"] = json!(differs);
+                    return self.wait_or_fail("portal_policy_readback", "scope_not_enabled");
+                }
+                Ok(None) => evidence["portal_policy"] = json!("Selected = the scope group"),
             }
         }
         let users = match self.pilot_users().await? {

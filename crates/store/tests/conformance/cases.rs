@@ -614,6 +614,61 @@ pub(crate) async fn tenant_offboarding_keeps_history_and_drops_the_credential(st
     assert_eq!(store.get_tenant(&gone.id).await.unwrap().unwrap().offboarded_at, Some(t(50)));
 }
 
+pub(crate) async fn portal_credentials_are_one_per_tenant_resealed_fenced_and_offboarded(
+    store: &Store,
+) {
+    let one = store.insert_tenant(new_tenant(&guid(1), "One", &[])).await.unwrap();
+    let two = store.insert_tenant(new_tenant(&guid(2), "Two", &[])).await.unwrap();
+    let portal = |tenant: &TenantId, sealed: &str, at: i64| sspr_store::PortalCredential {
+        id: CredentialId::new(),
+        tenant_id: tenant.clone(),
+        client_id: Some("portal-client".into()),
+        sealed: sealed.into(),
+        key_id: "k1".into(),
+        created_at: t(at),
+        updated_at: t(at),
+    };
+    assert!(store.portal_credential(&one.id).await.unwrap().is_none());
+    let first = portal(&one.id, "v1:k1:first", 10);
+    assert!(store.put_portal_credential(&first).await.unwrap());
+    assert_eq!(store.portal_credential(&one.id).await.unwrap(), Some(first.clone()));
+    // The app-only credential is untouched by the second credential.
+    assert_eq!(store.all_credentials().await.unwrap().len(), 2);
+
+    // Putting again replaces: still one per tenant.
+    let second = portal(&one.id, "v1:k1:second", 20);
+    assert!(store.put_portal_credential(&second).await.unwrap());
+    assert_eq!(store.portal_credential(&one.id).await.unwrap(), Some(second.clone()));
+    assert!(store.put_portal_credential(&portal(&two.id, "v1:k1:two", 20)).await.unwrap());
+    assert_eq!(store.all_portal_credentials().await.unwrap().len(), 2);
+
+    // Re-sealing is fenced on the old value: a stale value changes nothing.
+    assert!(
+        !store
+            .reseal_portal_credential(&second.id, "v1:k1:first", "v1:k2:x", "k2", t(30))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .reseal_portal_credential(&second.id, "v1:k1:second", "v1:k2:new", "k2", t(30))
+            .await
+            .unwrap()
+    );
+    let now = store.portal_credential(&one.id).await.unwrap().unwrap();
+    assert_eq!((now.sealed.as_str(), now.key_id.as_str()), ("v1:k2:new", "k2"));
+    assert_eq!((now.created_at, now.updated_at), (t(20), t(30)));
+
+    // Deleting, and offboarding, remove it; an offboarded tenant cannot get one.
+    assert!(store.delete_portal_credential(&two.id).await.unwrap());
+    assert!(!store.delete_portal_credential(&two.id).await.unwrap());
+    store.offboard_tenant(&one.id, t(40)).await.unwrap().expect("offboarded");
+    assert!(store.portal_credential(&one.id).await.unwrap().is_none());
+    assert!(!store.put_portal_credential(&portal(&one.id, "v1:k1:late", 50)).await.unwrap());
+    assert!(!store.put_portal_credential(&portal(&TenantId::new(), "v1:k1:x", 50)).await.unwrap());
+    assert!(store.all_portal_credentials().await.unwrap().is_empty());
+}
+
 pub(crate) async fn tenant_credential_is_replaced_atomically(store: &Store) {
     let tenant = store.insert_tenant(new_tenant(&guid(1), "One", &[])).await.unwrap();
     let other = store.insert_tenant(new_tenant(&guid(2), "Two", &[])).await.unwrap();

@@ -51,6 +51,7 @@ conformance!(
     tenant_verification_is_recorded_and_tenant_ids_stay_unique,
     tenant_offboarding_keeps_history_and_drops_the_credential,
     tenant_credential_is_replaced_atomically,
+    portal_credentials_are_one_per_tenant_resealed_fenced_and_offboarded,
     credentials_rewrap_skips_rows_changed_meanwhile,
     tenants_due_for_verification_never_verified_first_then_oldest,
     jobs_enqueue_is_idempotent_by_unique_key,
