@@ -15,7 +15,7 @@ use sspr_graph_sim::{
 
 /// What kind of tenant a scenario entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Ready,
     Hybrid,
     CloudOnly,
@@ -24,7 +24,7 @@ enum Kind {
     SlowReplication,
 }
 
-fn entra(i: usize) -> String {
+pub(crate) fn entra(i: usize) -> String {
     format!("0e0e0e0e-0000-4000-8000-{i:012}")
 }
 
@@ -141,7 +141,7 @@ async fn attest_open_tasks(
 }
 
 /// Drives a rollout to a final state, attesting tasks as they appear.
-async fn drive(
+pub(crate) async fn drive(
     admin: &TestClient,
     sim: &SimHandle,
     rollout: &str,
@@ -178,7 +178,7 @@ fn method<'a>(state: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no method {id}"))
 }
 
-async fn start(kinds: &[Kind]) -> (TestApp, SimHandle, TestClient, Vec<String>) {
+pub(crate) async fn start(kinds: &[Kind]) -> (TestApp, SimHandle, TestClient, Vec<String>) {
     let (app, sim) = spawn_app_with_sim(&scenario(kinds), FAST).await;
     let admin = app.client_with(&app.admin_key().await);
     let ids = onboard_all(&admin, kinds.len()).await;
@@ -381,7 +381,7 @@ async fn approval_gates_pause_resume_and_idempotent_creation() {
     let mut spec = rollout_spec(1, 10, 10);
     spec["gates"] = json!({"soak_minutes": 0, "approval": "per_tenant"});
 
-    // The same Idempotency-Key and spec give the same rollout; another spec is refused.
+    // The same Idempotency-Key and spec give the first answer again; another spec is refused.
     let first = admin
         .send(
             admin
@@ -400,7 +400,7 @@ async fn approval_gates_pause_resume_and_idempotent_creation() {
                 .json(&spec),
         )
         .await
-        .expect_status(200)
+        .expect_status(201)
         .json();
     assert_eq!(first["id"], again["id"]);
     let mut other = spec.clone();
@@ -413,7 +413,7 @@ async fn approval_gates_pause_resume_and_idempotent_creation() {
                 .json(&other),
         )
         .await
-        .expect_problem(409, "idempotency_key_reused");
+        .expect_problem(422, "idempotency_key_reused");
     let rollout = first["id"].as_str().unwrap().to_owned();
     let list = admin.get("/v1/rollouts", 200).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
@@ -440,8 +440,17 @@ async fn approval_gates_pause_resume_and_idempotent_creation() {
     };
     wait_for("gate", 1).await;
     let canary = &ids[0];
-    let t = admin.get(&format!("/v1/rollouts/{rollout}/tenants/{canary}"), 200).await;
-    assert_eq!(t["reason"], "waiting for approval", "{t}");
+    // The gate's first check records what it waits for, shortly after the tenant enters it.
+    let waited = std::time::Instant::now();
+    loop {
+        let t = admin.get(&format!("/v1/rollouts/{rollout}/tenants/{canary}"), 200).await;
+        if !t["reason"].is_null() {
+            assert_eq!(t["reason"], "waiting for approval", "{t}");
+            break;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(30), "the gate never said why: {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         !sim.sim
             .writes(&entra(0))
@@ -612,7 +621,12 @@ async fn a_tenant_without_p1_waits_for_its_technician_as_long_as_it_takes() {
 }
 
 /// Waits until every tenant of `rollout` is in one of `states`.
-async fn wait_tenants(admin: &TestClient, rollout: &str, states: &[&str], timeout: Duration) {
+pub(crate) async fn wait_tenants(
+    admin: &TestClient,
+    rollout: &str,
+    states: &[&str],
+    timeout: Duration,
+) {
     let start = std::time::Instant::now();
     loop {
         let page = admin.get(&format!("/v1/rollouts/{rollout}/tenants?limit=500"), 200).await;

@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod engine;
 mod errors;
+mod live;
 mod ops;
 mod rollouts;
 mod shutdown;

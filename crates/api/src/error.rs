@@ -77,6 +77,16 @@ pub enum ApiError {
         /// For people.
         message: String,
     },
+    /// An `Idempotency-Key` problem: `invalid_idempotency_key` (400), `idempotency_key_in_use`
+    /// (409: the first request with the key is still running) or `idempotency_key_reused`
+    /// (422: the key was used for another request).
+    #[error("{message}")]
+    Idempotency {
+        /// One of the three codes.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
     /// The key is restricted to tenants, and the operation would reach beyond them.
     #[error("a key restricted to tenants cannot onboard or import tenants")]
     RestrictedKey,
@@ -131,7 +141,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::TenantExists(_) => "tenant_exists",
-            ApiError::StateConflict { code, .. } => code,
+            ApiError::StateConflict { code, .. } | ApiError::Idempotency { code, .. } => code,
             ApiError::RestrictedKey => "restricted_key",
             ApiError::ImportFile(_) => "import_file_invalid",
             ApiError::UnsupportedMediaTypeOf(_) => "unsupported_media_type",
@@ -213,6 +223,11 @@ impl ResponseError for ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Idempotency { code, .. } => match *code {
+                "idempotency_key_in_use" => StatusCode::CONFLICT,
+                "idempotency_key_reused" => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::BAD_REQUEST,
+            },
             ApiError::MalformedJson(_) | ApiError::BadRequest(_) | ApiError::ImportFile(_) => {
                 StatusCode::BAD_REQUEST
             }

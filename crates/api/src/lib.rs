@@ -9,7 +9,9 @@ mod auth;
 mod error;
 mod extract;
 mod fallback;
+mod idempotency;
 pub mod keys;
+mod metrics;
 mod middleware;
 mod openapi;
 pub(crate) mod ops;
@@ -71,6 +73,8 @@ pub struct AppState {
     pub registry: sspr_registry::Registry,
     /// The rollout engine.
     pub engine: sspr_rollout::Engine,
+    /// This process's job worker counters (`None` when it runs no jobs).
+    pub queue_metrics: Option<Arc<sspr_queue::QueueMetrics>>,
 }
 
 /// Registers every documented route. Used both to serve and to generate the OpenAPI document,
@@ -79,12 +83,21 @@ fn routes<T>(app: utoipa_actix_web::UtoipaApp<T>) -> utoipa_actix_web::UtoipaApp
 where
     T: ServiceFactory<ServiceRequest, Config = (), Error = Error, InitError = ()>,
 {
-    app.configure(ops::configure).service(
-        utoipa_actix_web::scope("/v1")
-            .wrap(from_fn(middleware::audit))
-            .wrap(from_fn(auth::authenticate))
-            .configure(v1::configure),
-    )
+    app.configure(ops::configure)
+        .service(
+            utoipa_actix_web::scope("/metrics")
+                .wrap(from_fn(auth::authenticate))
+                .configure(metrics::configure),
+        )
+        .service(
+            utoipa_actix_web::scope("/v1")
+                .wrap(from_fn(middleware::audit))
+                // After authentication (keys are per API key), before the audit log (a
+                // replayed answer is not a second action).
+                .wrap(from_fn(idempotency::idempotency))
+                .wrap(from_fn(auth::authenticate))
+                .configure(v1::configure),
+        )
 }
 
 /// The documented routes and the OpenAPI document they produce, before any serving concern.

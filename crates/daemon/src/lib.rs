@@ -151,6 +151,7 @@ impl Application {
         let state = AppState {
             store: store.clone(),
             engine,
+            queue_metrics: worker.as_ref().map(sspr_queue::Worker::metrics),
             clock,
             settings: ApiSettings {
                 max_body_bytes: settings.api.max_body_bytes,

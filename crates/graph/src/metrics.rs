@@ -21,6 +21,20 @@ pub struct EndpointStats {
     pub latency_buckets: [u64; 8],
 }
 
+impl EndpointStats {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &EndpointStats) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.throttled += other.throttled;
+        self.retries += other.retries;
+        self.latency_ms_sum += other.latency_ms_sum;
+        for (a, b) in self.latency_buckets.iter_mut().zip(other.latency_buckets) {
+            *a += b;
+        }
+    }
+}
+
 /// Upper bounds of the latency buckets, in ms.
 pub const LATENCY_BUCKETS_MS: [f64; 8] =
     [10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0, f64::INFINITY];
@@ -39,14 +53,7 @@ impl MetricsSnapshot {
     pub fn total(&self) -> EndpointStats {
         let mut t = EndpointStats::default();
         for s in self.by_tenant_endpoint.values() {
-            t.calls += s.calls;
-            t.errors += s.errors;
-            t.throttled += s.throttled;
-            t.retries += s.retries;
-            t.latency_ms_sum += s.latency_ms_sum;
-            for (a, b) in t.latency_buckets.iter_mut().zip(s.latency_buckets) {
-                *a += b;
-            }
+            t.add(s);
         }
         t
     }

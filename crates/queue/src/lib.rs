@@ -12,10 +12,12 @@
 mod backoff;
 mod enqueue;
 mod handler;
+pub mod metrics;
 mod worker;
 
 pub use backoff::Backoff;
 pub use enqueue::Enqueuer;
 pub use handler::{JobDone, JobError, JobFuture, JobHandler};
+pub use metrics::QueueMetrics;
 pub use sspr_store::{Job, JobState, NewJob};
 pub use worker::{Worker, WorkerConfig};

@@ -13,7 +13,10 @@ use sspr_store::{Job, Store, StoreError};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Backoff, JobDone, JobError, JobHandler};
+use crate::{
+    Backoff, JobDone, JobError, JobHandler,
+    metrics::{Outcome, QueueMetrics},
+};
 
 /// How a [`Worker`] claims and runs jobs.
 #[derive(Debug, Clone)]
@@ -62,6 +65,8 @@ struct Shared {
     slots: Arc<Semaphore>,
     /// Signalled when a job ends, so `run` claims again without waiting out its idle time.
     freed: Notify,
+    /// Outcomes and latencies, for `/metrics`.
+    metrics: Arc<QueueMetrics>,
 }
 
 /// A job worker. `tick` reaps expired leases and starts the due jobs that fit in its free
@@ -112,6 +117,7 @@ impl Worker {
                 backoff: config.backoff,
                 slots: Arc::new(Semaphore::new(concurrency)),
                 freed: Notify::new(),
+                metrics: Arc::new(QueueMetrics::default()),
             }),
             id: config.id,
             queue: config.queue,
@@ -126,6 +132,11 @@ impl Worker {
     pub fn with_wake_signal(mut self, wake: Arc<Notify>) -> Self {
         self.wake = wake;
         self
+    }
+
+    /// The worker's counters (outcomes and latencies by job kind), for `/metrics`.
+    pub fn metrics(&self) -> Arc<QueueMetrics> {
+        Arc::clone(&self.shared.metrics)
     }
 
     /// The worker's id, as recorded in `claimed_by`.
@@ -225,6 +236,8 @@ fn later(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
 
 /// Runs one claimed job to its recorded outcome, renewing its lease meanwhile.
 async fn run_job(shared: Arc<Shared>, job: Job, permit: OwnedSemaphorePermit) {
+    let started = Instant::now();
+    let wait = (shared.clock.now() - job.run_at).to_std().unwrap_or_default();
     let outcome = match shared.handlers.get(job.kind.as_str()) {
         None => Err(JobError::permanent(format!("no handler for kind {}", job.kind))),
         Some(handler) => {
@@ -244,6 +257,7 @@ async fn run_job(shared: Arc<Shared>, job: Job, permit: OwnedSemaphorePermit) {
                 () = heartbeat(&shared, &job) => {
                     // The lease is lost: another worker may already run the job, so stop.
                     attempt.abort();
+                    shared.metrics.record(&job.kind, wait, started.elapsed(), Outcome::LeaseLost);
                     drop(permit);
                     shared.freed.notify_one();
                     return;
@@ -251,6 +265,13 @@ async fn run_job(shared: Arc<Shared>, job: Job, permit: OwnedSemaphorePermit) {
             }
         }
     };
+    let counted = match &outcome {
+        Ok(JobDone::Finished) => Outcome::Succeeded,
+        Ok(JobDone::RunAgainAt(_)) => Outcome::Snoozed,
+        Err(e) if e.retryable && job.attempt < job.max_attempts => Outcome::Retried,
+        Err(_) => Outcome::Failed,
+    };
+    shared.metrics.record(&job.kind, wait, started.elapsed(), counted);
     record(&shared, &job, outcome).await;
     drop(permit);
     shared.freed.notify_one();

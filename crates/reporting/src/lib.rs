@@ -5,4 +5,5 @@
 //! This crate must not depend on actix-web; the HTTP surface lives in `crates/api`. It reaches
 //! the database only through `sspr-store` and Microsoft only through `sspr-graph`.
 
+pub mod metrics;
 pub mod progress;

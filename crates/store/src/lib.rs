@@ -11,9 +11,11 @@
 mod api_keys;
 mod audit;
 mod error;
+mod idempotency;
 mod jobs;
 mod pool;
 mod portal_credentials;
+mod progress;
 mod rollouts;
 mod tenants;
 mod time;
@@ -21,9 +23,11 @@ mod time;
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use error::StoreError;
+pub use idempotency::{IdempotencyClaim, IdempotentRequest, StoredAnswer};
 pub use jobs::{Job, JobState, JobStateParseError, NewJob};
 pub use pool::{Backend, MigrationReport, Store, StoreOptions};
 pub use portal_credentials::PortalCredential;
+pub use progress::{ACTIVE_ROLLOUT_STATES, FINISHED_TENANT_STATES, FinishStats};
 pub use rollouts::{
     NewEvent, NewRollout, NewRolloutTenant, Rollout, RolloutEvent, RolloutFilter, RolloutTenant,
     Snapshot, Task, TaskFilter, TenantUpdate,

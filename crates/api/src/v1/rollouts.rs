@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sspr_domain::{Role, RolloutId, RolloutSpec, rollout::TenantState};
+use sspr_reporting::progress::{Progress, ProgressInput, RECENT_WINDOW, estimate};
 use sspr_rollout::{OpError, Plan, PlanError, Planner, RollbackScope};
 use sspr_store::{Rollout, RolloutEvent, RolloutFilter, RolloutTenant};
 use utoipa::{IntoParams, ToSchema};
@@ -74,6 +75,9 @@ impl From<OpError> for ApiError {
                 "selects_nothing",
                 "the selector selects no active tenant within your reach",
             )]),
+            OpError::Conflict { code: code @ "idempotency_key_reused", message } => {
+                ApiError::Idempotency { code, message }
+            }
             OpError::Conflict { code, message } => ApiError::StateConflict { code, message },
             OpError::Store(e) => e.into(),
         }
@@ -99,7 +103,11 @@ fn parse_id(id: &str) -> Result<RolloutId, ApiError> {
 }
 
 /// The rollout if the caller sees it (404 otherwise, as if it did not exist).
-async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<Rollout, ApiError> {
+pub(crate) async fn visible(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Rollout, ApiError> {
     let id = parse_id(id)?;
     let rollout = state.store.get_rollout(&id).await?.ok_or(ApiError::NotFound("rollout"))?;
     if let Some(within) = caller.access.tenants.restricted_to() {
@@ -163,6 +171,8 @@ pub(crate) struct RolloutView {
     pub blocked_reasons: BTreeMap<String, u64>,
     /// Failed tenants by reason code.
     pub failed_reasons: BTreeMap<String, u64>,
+    /// How far it is, its pace and when it should end.
+    pub progress: Progress,
     /// The spec it was started with (immutable).
     #[schema(value_type = Object)]
     pub spec: Value,
@@ -212,6 +222,17 @@ async fn view(state: &AppState, caller: &Caller, r: Rollout) -> Result<RolloutVi
             after = page.last().map(|t| t.tenant_id.clone());
         }
     }
+    let now = state.clock.now();
+    let finish = state.store.rollout_finish_stats(&r.id, within, now - RECENT_WINDOW).await?;
+    let progress = estimate(&ProgressInput {
+        total: total.values().sum(),
+        finished: finish.finished,
+        finished_recently: finish.finished_since,
+        started_at: r.created_at,
+        last_finished_at: finish.last_finished_at,
+        running: r.state == "running",
+        now,
+    });
     Ok(RolloutView {
         id: r.id.to_string(),
         name: r.name,
@@ -224,6 +245,7 @@ async fn view(state: &AppState, caller: &Caller, r: Rollout) -> Result<RolloutVi
         waves: waves.into_values().collect(),
         blocked_reasons,
         failed_reasons,
+        progress,
         spec: r.spec,
         created_by: r.created_by,
         created_at: r.created_at,
@@ -281,9 +303,10 @@ pub(crate) struct CreateQuery {
 /// cannot change afterwards; a change is a new rollout.
 ///
 /// With `dry_run` (query or body) nothing is created and the answer is the plan. With an
-/// `Idempotency-Key` header, repeating the request with the same spec returns the rollout the
-/// first request created (200) instead of a second one; the same key with another spec is a
-/// 409 `idempotency_key_reused`.
+/// `Idempotency-Key` header, repeating the request with the same body returns the first
+/// answer again (with `Idempotency-Replayed: true`) instead of creating a second rollout; the
+/// same key with another body is a 422 `idempotency_key_reused`. Across API keys, a key used
+/// for a rollout with the same spec returns that rollout (200).
 #[utoipa::path(
     operation_id = "v1.rollout.create",
     tag = "rollouts",
@@ -292,8 +315,8 @@ pub(crate) struct CreateQuery {
     responses(
         (status = 201, description = "The rollout was created and started", body = RolloutView),
         (status = 200, description = "Dry run: the plan; or the rollout an earlier request with the same Idempotency-Key created", body = RolloutView),
-        (status = 409, description = "`idempotency_key_reused`"),
-        (status = 422, description = "A field of the spec is invalid, a listed tenant does not exist (`tenant_not_found`), or the selector selects nothing (`selects_nothing`)"),
+        (status = 409, description = "`idempotency_key_in_use`: the first request with this Idempotency-Key is still running"),
+        (status = 422, description = "`idempotency_key_reused`, or a field of the spec is invalid, a listed tenant does not exist (`tenant_not_found`), or the selector selects nothing (`selects_nothing`)"),
     )
 )]
 #[post("/rollouts")]
@@ -329,20 +352,13 @@ async fn create_rollout(
         let plan = planner.plan(&spec, within).await?;
         return Ok(HttpResponse::Ok().json(plan));
     }
-    let key = match req.headers().get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let k = v.to_str().map_err(|_| {
-                ApiError::BadRequest("Idempotency-Key must be visible ASCII".into())
-            })?;
-            if k.is_empty() || k.len() > 200 {
-                return Err(ApiError::BadRequest(
-                    "Idempotency-Key must be 1 to 200 characters".into(),
-                ));
-            }
-            Some(k.to_owned())
-        }
-    };
+    // Checked by the idempotency middleware already. Namespaced by the API key, as the
+    // middleware's records are: two integrations may pick the same key.
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|k| format!("{}:{k}", caller.key_id));
     let outcome = state.engine.create(&spec, within, &actor(&caller), key.as_deref()).await?;
     req.extensions_mut().insert(AuditDetails(serde_json::json!({
         "rollout_id": outcome.rollout.id.as_str(),
@@ -458,6 +474,9 @@ pub(crate) struct TimelineEntry {
     pub seq: i64,
     /// When.
     pub at: DateTime<Utc>,
+    /// The tenant it is about; absent for rollout-wide entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
     /// Who: `engine`, or `api_key:<id>`.
     pub actor: String,
     /// What happened, e.g. `admitted`, `preflight_passed`, `pilot_applied`, `waiting`,
@@ -477,6 +496,7 @@ impl From<RolloutEvent> for TimelineEntry {
         Self {
             seq: e.seq,
             at: e.at,
+            tenant_id: e.tenant_id,
             actor: e.actor,
             kind: e.kind,
             from_state: e.from_state,

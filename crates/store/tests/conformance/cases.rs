@@ -1293,6 +1293,129 @@ pub(crate) async fn rollout_list_newest_first_with_cursor_and_within(store: &Sto
     assert_eq!(got.len(), 4);
 }
 
+pub(crate) async fn progress_aggregates_count_states_jobs_and_finish_times(store: &Store) {
+    let active = store
+        .insert_rollout(new_rollout(&[("ten_a", 0), ("ten_b", 1), ("ten_c", 1)], None))
+        .await
+        .unwrap()
+        .id;
+    let done = store.insert_rollout(new_rollout(&[("ten_a", 0)], None)).await.unwrap().id;
+    let step = |id: &sspr_domain::RolloutId,
+                tenant: &'static str,
+                from: &'static str,
+                to: &'static str,
+                at: i64| {
+        let id = id.clone();
+        async move {
+            assert!(
+                store
+                    .transition_rollout_tenant(
+                        &id,
+                        tenant,
+                        from,
+                        move_to(to, at),
+                        event(at, Some(tenant), to)
+                    )
+                    .await
+                    .unwrap()
+            );
+        }
+    };
+    step(&active, "ten_a", "pending", "completed", 10).await;
+    step(&active, "ten_b", "pending", "failed", 20).await;
+    step(&done, "ten_a", "pending", "completed", 5).await;
+    assert!(
+        store
+            .set_rollout_state(&done, &["running"], "completed", None, event(6, None, "completed"))
+            .await
+            .unwrap()
+    );
+
+    let by_state = store.count_rollouts_by_state(None).await.unwrap();
+    assert_eq!(by_state, BTreeMap::from([("completed".into(), 1), ("running".into(), 1)]));
+    let only_c: BTreeSet<String> = set_of(&["ten_c"]);
+    assert_eq!(
+        store.count_rollouts_by_state(Some(&only_c)).await.unwrap(),
+        BTreeMap::from([("running".into(), 1)])
+    );
+    // Tenants of active rollouts only: the completed rollout's tenant is not counted.
+    let tenants = store.count_active_rollout_tenants_by_state(None).await.unwrap();
+    assert_eq!(
+        tenants,
+        BTreeMap::from([("completed".into(), 1), ("failed".into(), 1), ("pending".into(), 1)])
+    );
+    assert_eq!(
+        store.count_active_rollout_tenants_by_state(Some(&only_c)).await.unwrap(),
+        BTreeMap::from([("pending".into(), 1)])
+    );
+
+    let stats = store.rollout_finish_stats(&active, None, t(15)).await.unwrap();
+    assert_eq!(
+        stats,
+        sspr_store::FinishStats { finished: 2, finished_since: 1, last_finished_at: Some(t(20)) }
+    );
+    let none = store.rollout_finish_stats(&active, Some(&only_c), t(0)).await.unwrap();
+    assert_eq!(none, sspr_store::FinishStats::default());
+
+    store.enqueue_job(new_job(1, None)).await.unwrap();
+    store.enqueue_job(new_job(2, None)).await.unwrap();
+    let mut other = new_job(3, None);
+    other.kind = "report.refresh".into();
+    store.enqueue_job(other).await.unwrap();
+    let jobs = store.count_jobs_by_kind_and_state("default").await.unwrap();
+    assert_eq!(
+        jobs,
+        BTreeMap::from([
+            (("report.refresh".into(), "queued".into()), 1),
+            (("rollout.tenant_step".into(), "queued".into()), 2),
+        ])
+    );
+    assert!(store.count_jobs_by_kind_and_state("other").await.unwrap().is_empty());
+}
+
+pub(crate) async fn idempotency_keys_claim_replay_mismatch_expire_and_take_over(store: &Store) {
+    use sspr_store::{IdempotencyClaim, IdempotentRequest, StoredAnswer};
+    let day = TimeDelta::hours(24);
+    let abandon = TimeDelta::minutes(5);
+    let req = |key: &str, hash: &str| IdempotentRequest {
+        api_key_id: "key_a".into(),
+        key: key.into(),
+        method: "POST".into(),
+        path: "/v1/rollouts".into(),
+        request_hash: hash.into(),
+    };
+    let claim = |r: IdempotentRequest, at: i64| async move {
+        store.claim_idempotency_key(&r, t(at), day, abandon).await.unwrap()
+    };
+    assert_eq!(claim(req("k1", "h1"), 0).await, IdempotencyClaim::Claimed);
+    // While the first runs, a retry is refused; another body is a mismatch.
+    assert_eq!(claim(req("k1", "h1"), 1).await, IdempotencyClaim::InFlight);
+    assert_eq!(claim(req("k1", "h2"), 1).await, IdempotencyClaim::Mismatch);
+    let answer = StoredAnswer {
+        status: 201,
+        content_type: Some("application/json".into()),
+        location: Some("/v1/rollouts/rol_1".into()),
+        body: "{\"id\":\"rol_1\"}".into(),
+    };
+    store.complete_idempotency_key("key_a", "k1", &answer).await.unwrap();
+    assert_eq!(claim(req("k1", "h1"), 2).await, IdempotencyClaim::Replay(answer.clone()));
+    assert_eq!(claim(req("k1", "h2"), 2).await, IdempotencyClaim::Mismatch);
+    // Keys are per API key.
+    let other = IdempotentRequest { api_key_id: "key_b".into(), ..req("k1", "h2") };
+    assert_eq!(claim(other, 2).await, IdempotencyClaim::Claimed);
+    // After a day the key is free again.
+    assert_eq!(claim(req("k1", "h2"), 24 * 3600 + 1).await, IdempotencyClaim::Claimed);
+    // An abandoned claim (its process died) is taken over; a released one is free at once.
+    assert_eq!(claim(req("k2", "h"), 0).await, IdempotencyClaim::Claimed);
+    assert_eq!(claim(req("k2", "h"), 299).await, IdempotencyClaim::InFlight);
+    assert_eq!(claim(req("k2", "h"), 301).await, IdempotencyClaim::Claimed);
+    store.release_idempotency_key("key_a", "k2").await.unwrap();
+    assert_eq!(claim(req("k2", "h"), 302).await, IdempotencyClaim::Claimed);
+    // Purging removes only expired records.
+    assert_eq!(store.purge_idempotency_keys(t(3600)).await.unwrap(), 0);
+    assert_eq!(store.purge_idempotency_keys(t(3 * 24 * 3600)).await.unwrap(), 3);
+}
+
 pub(crate) async fn rollout_tenant_counts_per_wave_and_state(store: &Store) {
     let new =
         new_rollout(&[("ten_a", 0), ("ten_b", 1), ("ten_c", 1), ("ten_d", 1), ("ten_e", 2)], None);

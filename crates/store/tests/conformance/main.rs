@@ -66,6 +66,8 @@ conformance!(
     rollout_idempotency_key_conflicts_and_is_found,
     rollout_list_newest_first_with_cursor_and_within,
     rollout_tenant_counts_per_wave_and_state,
+    idempotency_keys_claim_replay_mismatch_expire_and_take_over,
+    progress_aggregates_count_states_jobs_and_finish_times,
     rollout_tenant_transitions_are_fenced,
     rollout_state_changes_are_fenced_and_set_finished_at,
     rollout_wave_advances_are_fenced,
