@@ -98,8 +98,13 @@ fn parse_id(id: &str) -> Result<RolloutId, ApiError> {
     id.parse().map_err(|_| ApiError::NotFound("rollout"))
 }
 
-/// The rollout if the caller sees it (404 otherwise, as if it did not exist).
-async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<Rollout, ApiError> {
+/// The rollout if the caller sees it (404 otherwise, as if it did not exist). Shared with the
+/// status pages.
+pub(crate) async fn visible(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Rollout, ApiError> {
     let id = parse_id(id)?;
     let rollout = state.store.get_rollout(&id).await?.ok_or(ApiError::NotFound("rollout"))?;
     if let Some(within) = caller.access.tenants.restricted_to() {
@@ -176,7 +181,13 @@ pub(crate) struct RolloutView {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-async fn view(state: &AppState, caller: &Caller, r: Rollout) -> Result<RolloutView, ApiError> {
+/// What the caller sees of a rollout: counts by state and wave, blocked and failed reasons,
+/// over the caller's tenants only. Shared with the status pages.
+pub(crate) async fn view(
+    state: &AppState,
+    caller: &Caller,
+    r: Rollout,
+) -> Result<RolloutView, ApiError> {
     let within = caller.access.tenants.restricted_to();
     let counts = state.store.rollout_tenant_counts(&r.id, within).await?;
     let mut total = BTreeMap::new();
