@@ -11,4 +11,5 @@ mod errors;
 mod ops;
 mod rollouts;
 mod shutdown;
+mod status;
 mod tenants;

@@ -242,8 +242,38 @@ fn time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-/// The CSS class of a tenant or rollout state: only the known states, so a class name never
-/// carries an arbitrary value.
+/// The CSS class of a rollout state: only the known states, so a class name never carries an
+/// arbitrary value.
+fn rollout_state_class(state: &str) -> &'static str {
+    match state {
+        "running" => "s-working",
+        "paused" => "s-paused",
+        "completed" => "s-completed",
+        "cancelled" | "rolling_back" | "rolled_back" => "s-stopped",
+        _ => "s-other",
+    }
+}
+
+/// The order of the progress bar: finished work from the left, waiting work on the right.
+const BAR_ORDER: [TenantState; 14] = [
+    TenantState::Completed,
+    TenantState::AllVerifying,
+    TenantState::AllApplying,
+    TenantState::Gate,
+    TenantState::PilotVerifying,
+    TenantState::PilotApplying,
+    TenantState::Ready,
+    TenantState::Preflight,
+    TenantState::Paused,
+    TenantState::Blocked,
+    TenantState::Failed,
+    TenantState::Cancelled,
+    TenantState::RolledBack,
+    TenantState::Pending,
+];
+
+/// The CSS class of a tenant state: only the known states, so a class name never carries an
+/// arbitrary value.
 fn state_class(state: &str) -> &'static str {
     TenantState::parse(state).map_or("s-other", |s| match s {
         TenantState::Pending => "s-pending",
@@ -325,7 +355,9 @@ impl Html {
         } else {
             self.text(&v.name);
         }
-        self.raw(" <span class=\"badge rollout-state\">");
+        self.raw(" <span class=\"badge rollout-state ");
+        self.raw(rollout_state_class(&v.state));
+        self.raw("\">");
         self.text(&v.state);
         self.raw("</span></h2>\n<small class=\"id\">");
         self.text(&v.id);
@@ -372,10 +404,16 @@ impl Html {
         self.raw("</ul>\n");
     }
 
-    /// A bar of the tenants by state, in rollout order.
+    /// A bar of the tenants by state, finished work from the left.
     fn bar(&mut self, counts: &BTreeMap<String, u64>, total: u64) {
         self.raw("<div class=\"bar\" role=\"img\" aria-label=\"progress by tenant state\">");
-        for (state, n) in ordered(counts) {
+        let mut segments: Vec<(&str, u64)> = BAR_ORDER
+            .iter()
+            .filter_map(|s| counts.get(s.as_str()).map(|n| (s.as_str(), *n)))
+            .collect();
+        segments
+            .extend(ordered(counts).into_iter().filter(|(s, _)| TenantState::parse(s).is_none()));
+        for (state, n) in segments {
             if n == 0 || total == 0 {
                 continue;
             }
@@ -522,6 +560,12 @@ mod tests {
         assert_eq!(state_class("completed"), "s-completed");
         assert_eq!(state_class("pilot_applying"), "s-working");
         assert_eq!(state_class("\" onclick=\"x"), "s-other");
+        assert_eq!(rollout_state_class("running"), "s-working");
+        assert_eq!(rollout_state_class("<b>"), "s-other");
+        // The bar covers every state.
+        for s in TenantState::ALL {
+            assert!(BAR_ORDER.contains(&s), "{s:?}");
+        }
     }
 
     #[test]
