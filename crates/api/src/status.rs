@@ -414,11 +414,10 @@ impl Html {
         segments
             .extend(ordered(counts).into_iter().filter(|(s, _)| TenantState::parse(s).is_none()));
         for (state, n) in segments {
-            if n == 0 || total == 0 {
-                continue;
-            }
             // Hundredths of a percent, so small shares still show.
-            let width = n.saturating_mul(10_000) / total;
+            let Some(width) = n.saturating_mul(10_000).checked_div(total).filter(|_| n > 0) else {
+                continue;
+            };
             self.raw("<span class=\"");
             self.raw(state_class(state));
             self.raw("\" style=\"width:");
@@ -535,7 +534,7 @@ fn ordered(counts: &BTreeMap<String, u64>) -> Vec<(&str, u64)> {
 }
 
 fn percent(part: u64, total: u64) -> u64 {
-    if total == 0 { 0 } else { part.saturating_mul(100) / total }
+    part.saturating_mul(100).checked_div(total).unwrap_or(0)
 }
 
 #[cfg(test)]
