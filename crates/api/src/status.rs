@@ -579,6 +579,60 @@ mod tests {
     }
 
     #[test]
+    fn every_rendered_value_is_escaped() {
+        const EVIL: &str = "<script>x()</script>\"'&";
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let counts: BTreeMap<String, u64> =
+            [("blocked".to_owned(), 1), (EVIL.to_owned(), 1)].into();
+        let reasons: BTreeMap<String, u64> = [(EVIL.to_owned(), 1)].into();
+        let v = RolloutView {
+            id: EVIL.into(),
+            name: EVIL.into(),
+            state: EVIL.into(),
+            state_reason: Some(EVIL.into()),
+            current_wave: 0,
+            wave_count: 1,
+            tenants: 2,
+            counts: counts.clone(),
+            waves: vec![crate::v1::rollouts::WaveView { wave: 0, tenants: 2, counts }],
+            blocked_reasons: reasons.clone(),
+            failed_reasons: reasons.clone(),
+            spec: serde_json::json!({}),
+            created_by: EVIL.into(),
+            created_at: at,
+            updated_at: at,
+            finished_at: Some(at),
+        };
+        let tenant = RolloutTenant {
+            rollout_id: sspr_domain::RolloutId::new(),
+            tenant_id: EVIL.into(),
+            wave: 0,
+            position: 0,
+            state: EVIL.into(),
+            paused_from: None,
+            reason: Some(EVIL.into()),
+            last_error: Some(EVIL.into()),
+            scope_group_id: None,
+            gate_entered_at: None,
+            approved_at: None,
+            approved_by: None,
+            updated_at: at,
+        };
+        let names: BTreeMap<String, String> = [(EVIL.to_owned(), EVIL.to_owned())].into();
+        let mut html = Html::default();
+        html.rollout_header(&v, true);
+        html.waves(&v);
+        html.reasons("Blocked", "blocked-reasons", &v.blocked_reasons);
+        html.tenants(std::slice::from_ref(&tenant), &names);
+        let out = html.0;
+        assert!(!out.contains("<script"), "{out}");
+        assert!(!out.contains("x()</"), "{out}");
+        // Only markup written here has quotes; the value's own are entities.
+        assert!(out.contains("&lt;script&gt;x()&lt;/script&gt;&quot;&#39;&amp;"), "{out}");
+        assert!(!out.contains("\"'&"), "{out}");
+    }
+
+    #[test]
     fn error_pages_keep_their_html_and_challenge_for_a_key() {
         let response = respond(Err(ApiError::Unauthorized));
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
