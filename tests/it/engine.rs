@@ -109,7 +109,7 @@ pub(crate) fn rollout_spec(canary: usize, size: usize, in_flight: usize) -> Valu
 /// Plays the technician: for every open scope task, sets the simulator's legacy SSPR policy to
 /// "Selected = the task's group" and attests the task. Returns, per Entra tenant, the
 /// simulated time the policy was set.
-async fn attest_open_tasks(
+pub(crate) async fn attest_open_tasks(
     admin: &TestClient,
     sim: &SimHandle,
     entra_of: &BTreeMap<String, String>,

@@ -12,4 +12,5 @@ mod live;
 mod ops;
 mod rollouts;
 mod shutdown;
+mod status;
 mod tenants;

@@ -1,5 +1,8 @@
 //! Bearer API keys: the token format, the middleware that authenticates every `/v1` request,
 //! and the [`Caller`] extractor handlers use to check role and tenant reach.
+//!
+//! The HTML status pages (`crate::status`) also accept the key as the password of HTTP Basic
+//! authentication, because a browser cannot send a bearer header when it navigates.
 
 use std::future::{Ready, ready};
 
@@ -11,7 +14,10 @@ use actix_web::{
     middleware::Next,
     web,
 };
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sspr_domain::{Access, ApiKeyId, Role};
@@ -105,10 +111,27 @@ impl FromRequest for Caller {
     }
 }
 
-fn bearer(req: &ServiceRequest) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+fn bearer(headers: &header::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The key of a status-page request: the password of HTTP Basic credentials (any user name),
+/// or a bearer key. `None` when neither is present and well formed.
+pub(crate) fn page_token(headers: &header::HeaderMap) -> Option<String> {
+    if let Some(token) = bearer(headers) {
+        return well_formed(token).then(|| token.to_owned());
+    }
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (_user, password) = decoded.split_once(':')?;
+    well_formed(password).then(|| password.to_owned())
 }
 
 /// Middleware for the `/v1` scope: resolves the bearer key or answers 401. Its refusals are
@@ -131,7 +154,16 @@ async fn resolve_caller(req: &ServiceRequest) -> Result<Caller, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-    let token = bearer(req).filter(|t| well_formed(t)).ok_or(ApiError::Unauthorized)?;
+    let token = bearer(req.headers()).ok_or(ApiError::Unauthorized)?;
+    caller_for_token(state, token).await
+}
+
+/// The caller a key stands for: 401 unless it is well formed, known and not revoked. Records
+/// the key's use.
+pub(crate) async fn caller_for_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    if !well_formed(token) {
+        return Err(ApiError::Unauthorized);
+    }
     let key = state.store.find_active_api_key(&hash_token(token)).await?;
     let key = key.ok_or(ApiError::Unauthorized)?;
     let now = state.clock.now();
@@ -168,6 +200,30 @@ mod tests {
         let mut non_ascii = good.reveal()[..TOKEN_LEN - 2].to_owned();
         non_ascii.push('é');
         assert!(!well_formed(&non_ascii));
+    }
+
+    fn headers(authorization: &str) -> header::HeaderMap {
+        let mut map = header::HeaderMap::new();
+        if let Ok(value) = header::HeaderValue::from_str(authorization) {
+            map.insert(header::AUTHORIZATION, value);
+        }
+        map
+    }
+
+    #[test]
+    fn page_tokens_come_from_basic_passwords_or_bearer_keys() {
+        let token = generate_token();
+        let key = token.reveal();
+        let basic = |credentials: &str| format!("Basic {}", STANDARD.encode(credentials));
+        assert_eq!(page_token(&headers(&basic(&format!("anyone:{key}")))).as_deref(), Some(key));
+        assert_eq!(page_token(&headers(&basic(&format!(":{key}")))).as_deref(), Some(key));
+        assert_eq!(page_token(&headers(&format!("bearer {key}"))).as_deref(), Some(key));
+        // The key as the user name, a malformed key, bad base64 or another scheme: nothing.
+        assert_eq!(page_token(&headers(&basic(&format!("{key}:")))), None);
+        assert_eq!(page_token(&headers(&basic("user:sfk_short"))), None);
+        assert_eq!(page_token(&headers("Basic %%%")), None);
+        assert_eq!(page_token(&headers(&format!("Digest {key}"))), None);
+        assert_eq!(page_token(&header::HeaderMap::new()), None);
     }
 
     #[test]

@@ -44,26 +44,19 @@ impl RouteTable {
                             .collect()
                     })
                     .unwrap_or_default();
-                let segments = split(path)
-                    .map(|s| {
-                        if s.starts_with('{') && s.ends_with('}') {
-                            Segment::Param
-                        } else {
-                            Segment::Literal(s.to_owned())
-                        }
-                    })
-                    .collect();
-                routes.push(Route { segments, methods });
+                routes.push(Route { segments: segments(path), methods });
             }
         }
         Self { routes }
     }
 
-    /// Adds a served route that is not in the OpenAPI document (the document itself).
+    /// Adds a served route that is not in the OpenAPI document (the document itself, the
+    /// status pages). `{name}` segments match any non-empty segment.
     pub(crate) fn with_route(mut self, path: &str, methods: &[&str]) -> Self {
-        let segments = split(path).map(|s| Segment::Literal(s.to_owned())).collect();
-        self.routes
-            .push(Route { segments, methods: methods.iter().map(|m| m.to_string()).collect() });
+        self.routes.push(Route {
+            segments: segments(path),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+        });
         self
     }
 
@@ -98,6 +91,19 @@ impl RouteTable {
 /// treats `/v1/me/` and `/v1/me` as different paths.
 fn split(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').skip(1)
+}
+
+/// The segments of a route template: `{name}` is a parameter, anything else a literal.
+fn segments(template: &str) -> Vec<Segment> {
+    split(template)
+        .map(|s| {
+            if s.starts_with('{') && s.ends_with('}') {
+                Segment::Param
+            } else {
+                Segment::Literal(s.to_owned())
+            }
+        })
+        .collect()
 }
 
 /// The default service of the app.
@@ -161,5 +167,17 @@ mod tests {
         assert_eq!(t.methods_for("/v1/api-keys/"), None);
         assert_eq!(t.methods_for("/v1/api-keys/key_1/extra"), None);
         assert_eq!(t.methods_for("/v1/nothing"), None);
+    }
+
+    #[test]
+    fn added_routes_may_have_parameters() {
+        let t = RouteTable::default()
+            .with_route("/status", &["GET"])
+            .with_route("/status/rollouts/{id}", &["GET"]);
+        let get = Some(vec!["GET".to_owned(), "HEAD".to_owned()]);
+        assert_eq!(t.methods_for("/status"), get);
+        assert_eq!(t.methods_for("/status/rollouts/rol_1"), get);
+        assert_eq!(t.methods_for("/status/rollouts/"), None);
+        assert_eq!(t.methods_for("/status/rollouts/{id}/x"), None);
     }
 }

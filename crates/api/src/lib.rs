@@ -4,6 +4,8 @@
 //! This is the only crate that depends on actix-web. Handlers are thin: authenticate, parse
 //! into domain types, call the store or a service, map to a DTO. Paths are collected into the
 //! OpenAPI document by utoipa-actix-web as they are registered, never from a hand-kept list.
+//! The HTML status pages (`/status`) are the one exception: they are for browsers, not part
+//! of the JSON API, and are registered beside the documented routes.
 
 mod auth;
 mod error;
@@ -15,6 +17,7 @@ mod metrics;
 mod middleware;
 mod openapi;
 pub(crate) mod ops;
+mod status;
 mod v1;
 
 use std::sync::Arc;
@@ -124,12 +127,15 @@ pub fn app(
     let doc = openapi::finish(doc);
     let table = fallback::RouteTable::from_openapi(&doc)
         .with_route("/openapi.json", &["GET"])
-        .with_route("/docs", &["GET"]);
+        .with_route("/docs", &["GET"])
+        .with_route(status::LIST_PATH, &["GET"])
+        .with_route(status::ROLLOUT_PATH, &["GET"]);
     app.app_data(web::Data::new(state))
         .app_data(web::Data::new(table))
         .app_data(web::PayloadConfig::new(max_body))
         .app_data(web::JsonConfig::default().limit(max_body))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc))
+        .configure(status::configure)
         // The interactive docs live at `/docs/`; people type `/docs`.
         .route(
             "/docs",

@@ -134,8 +134,14 @@ pub(crate) async fn audit(
     Ok(response)
 }
 
+/// Marks a response (in its extensions) whose error body is meant for a person and must stay
+/// as it is: the HTML pages of `crate::status`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeepErrorBody;
+
 /// Rewrites any error response that is not already problem+json (router 404/405s, extractor
-/// errors, framework errors) into problem+json with a stable code.
+/// errors, framework errors) into problem+json with a stable code. Responses marked with
+/// [`KeepErrorBody`] pass unchanged.
 pub(crate) fn problemize<B: MessageBody + 'static>(
     res: ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
@@ -144,7 +150,7 @@ pub(crate) fn problemize<B: MessageBody + 'static>(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with(PROBLEM_JSON));
-    if is_problem {
+    if is_problem || res.response().extensions().get::<KeepErrorBody>().is_some() {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();

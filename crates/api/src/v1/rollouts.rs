@@ -102,7 +102,8 @@ fn parse_id(id: &str) -> Result<RolloutId, ApiError> {
     id.parse().map_err(|_| ApiError::NotFound("rollout"))
 }
 
-/// The rollout if the caller sees it (404 otherwise, as if it did not exist).
+/// The rollout if the caller sees it (404 otherwise, as if it did not exist). Shared with the
+/// status pages and the event stream.
 pub(crate) async fn visible(
     state: &AppState,
     caller: &Caller,
@@ -186,7 +187,13 @@ pub(crate) struct RolloutView {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-async fn view(state: &AppState, caller: &Caller, r: Rollout) -> Result<RolloutView, ApiError> {
+/// What the caller sees of a rollout: counts by state and wave, blocked and failed reasons,
+/// over the caller's tenants only. Shared with the status pages.
+pub(crate) async fn view(
+    state: &AppState,
+    caller: &Caller,
+    r: Rollout,
+) -> Result<RolloutView, ApiError> {
     let within = caller.access.tenants.restricted_to();
     let counts = state.store.rollout_tenant_counts(&r.id, within).await?;
     let mut total = BTreeMap::new();
