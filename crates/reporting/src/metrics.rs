@@ -282,6 +282,36 @@ mod tests {
         assert!(!text.contains("graph_") && !text.contains("jobs") && !text.contains("webhook"));
     }
 
+    /// Every series the Grafana dashboard in `deploy/` queries is one `/metrics` writes.
+    #[test]
+    fn the_dashboard_queries_only_series_that_exist() {
+        let path =
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/grafana/sspr-fleet-dashboard.json");
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let text = render(&sample());
+        let written: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let mut queried = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for (i, _) in expr.match_indices("sspr_fleet_") {
+                    let name: String = expr[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    assert!(written.contains(name.as_str()), "{name} in {expr:?} is not written");
+                    queried += 1;
+                }
+            }
+        }
+        assert!(queried >= 12, "{queried}");
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
