@@ -4,6 +4,7 @@
 //! This crate wires the others together; no other crate depends on it except the end-to-end
 //! tests, which start the daemon through [`Application`] exactly as `serve` does.
 
+pub mod demo;
 pub mod master_key;
 pub mod settings;
 pub mod telemetry;
