@@ -286,3 +286,37 @@ async fn a_post_repeated_with_its_idempotency_key_has_one_effect() {
     assert_eq!(second_bad.header("idempotency-replayed"), Some("true"));
     assert_eq!(first_bad.json(), second_bad.json());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_event_stream_does_not_hold_up_a_graceful_stop() {
+    let (app, _sim, admin, _ids) = start(&[Kind::Ready]).await;
+    let mut spec = rollout_spec(0, 10, 10);
+    // Held at the gate for ever: the stream would never end by itself.
+    spec["gates"] = json!({"soak_minutes": 0, "approval": "per_tenant"});
+    let rollout =
+        admin.post_json("/v1/rollouts", &spec, 201).await["id"].as_str().unwrap().to_owned();
+    let token = app.admin_key().await;
+    drop(admin);
+    let http = reqwest::Client::new();
+    let mut stream = http
+        .get(format!("{}/v1/rollouts/{rollout}/events", app.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(std::str::from_utf8(&first).unwrap().contains("event: created"));
+
+    let started = std::time::Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(15), app.stop()).await;
+    stopped.expect("the daemon stops while a stream is open").expect("it stops cleanly");
+    // Well within the 30 s the graceful stop would otherwise wait for the stream.
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // The stream ended: whatever was left, then the end of the body.
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the stream is still open after the stop");
+}

@@ -78,6 +78,9 @@ pub struct AppState {
     pub engine: sspr_rollout::Engine,
     /// This process's job worker counters (`None` when it runs no jobs).
     pub queue_metrics: Option<Arc<sspr_queue::QueueMetrics>>,
+    /// Set when the process begins to shut down: long-lived answers (event streams) end, so
+    /// that the graceful stop does not wait for them; clients resume elsewhere.
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Registers every documented route. Used both to serve and to generate the OpenAPI document,

@@ -95,6 +95,7 @@ pub struct Application {
     master_key: MasterKey,
     reverifier: Option<sspr_registry::Reverifier>,
     worker: Option<sspr_queue::Worker>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Application {
@@ -149,10 +150,12 @@ impl Application {
             )
             .with_wake_signal(enqueuer.wake_signal())
         });
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let state = AppState {
             store: store.clone(),
             engine,
             queue_metrics: worker.as_ref().map(sspr_queue::Worker::metrics),
+            stopping: Arc::clone(&stopping),
             clock,
             settings: ApiSettings {
                 max_body_bytes: settings.api.max_body_bytes,
@@ -173,7 +176,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = server.addrs().first().copied().context("the listener has no address")?;
         let server = server.run();
-        Ok(Self { server, addr, store, master_key, reverifier, worker })
+        Ok(Self { server, addr, store, master_key, reverifier, worker, stopping })
     }
 
     /// The address the API listens on (useful with port 0).
@@ -195,10 +198,12 @@ impl Application {
     /// finish (up to the shutdown timeout) and closes the database.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let handle = self.server.handle();
+        let stopping = Arc::clone(&self.stopping);
         let stopper = tokio::spawn({
             let shutdown = shutdown.clone();
             async move {
                 shutdown.cancelled().await;
+                stopping.store(true, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!("shutting down: no new connections, finishing requests in flight");
                 handle.stop(true).await;
             }

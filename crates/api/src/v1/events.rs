@@ -5,7 +5,8 @@
 //! `EventSource` does so by itself) or `?after=` gets everything after that entry, so nothing
 //! is lost across a dropped connection. Once the rollout has finished and every entry was
 //! sent, an `end` event closes the stream. A comment line is sent every 15 seconds so proxies
-//! keep an idle stream open.
+//! keep an idle stream open. When the process shuts down, the stream ends so the graceful
+//! stop need not wait for it; the client reconnects with `Last-Event-ID`.
 //!
 //! On PostgreSQL, history entries get their `seq` when inserted but become visible when their
 //! transaction commits, so a later `seq` can become visible before an earlier one. The stream
@@ -75,7 +76,8 @@ impl Cursor {
             if let Some(b) = self.buffer.pop_front() {
                 return Some(b);
             }
-            if self.done {
+            if self.done || self.state.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                // Shutting down: the client reconnects (to another replica) with Last-Event-ID.
                 return None;
             }
             match self.fill().await {
