@@ -14,6 +14,7 @@ mod error;
 mod jobs;
 mod pool;
 mod portal_credentials;
+mod reports;
 mod rollouts;
 mod tenants;
 mod time;
@@ -24,6 +25,7 @@ pub use error::StoreError;
 pub use jobs::{Job, JobState, JobStateParseError, NewJob};
 pub use pool::{Backend, MigrationReport, Store, StoreOptions};
 pub use portal_credentials::PortalCredential;
+pub use reports::{SsprReport, SsprReportFilter, SsprReportRow};
 pub use rollouts::{
     NewEvent, NewRollout, NewRolloutTenant, Rollout, RolloutEvent, RolloutFilter, RolloutTenant,
     Snapshot, Task, TaskFilter, TenantUpdate,

@@ -508,8 +508,11 @@ impl TryFrom<TaskRow> for Task {
 }
 
 /// Pushes ` AND <column> IN (...)` for a restricted key's reach; an empty set matches nothing.
-fn push_within<DB: sqlx::Database>(qb: &mut QueryBuilder<DB>, column: &str, ids: &BTreeSet<String>)
-where
+pub(crate) fn push_within<DB: sqlx::Database>(
+    qb: &mut QueryBuilder<DB>,
+    column: &str,
+    ids: &BTreeSet<String>,
+) where
     String: sqlx::Encode<'static, DB> + sqlx::Type<DB>,
 {
     if ids.is_empty() {
