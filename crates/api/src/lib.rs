@@ -37,6 +37,7 @@ pub use ops::ProbeStatus;
 pub use v1::{
     api_keys::{ApiKeyList, ApiKeyView, ApiRole, CreateApiKey, CreatedApiKey},
     audit::{AuditEntryView, AuditPage, AuditQuery},
+    reports::{FleetReport, RefreshAccepted, RefreshReports},
     tenants::{
         CredentialView, ImportReport, PortalCredentialView, TenantPage, TenantView, UpdateTenant,
         VerifyOutcome, VerifyReport, VerifyTenants,
@@ -71,6 +72,8 @@ pub struct AppState {
     pub registry: sspr_registry::Registry,
     /// The rollout engine.
     pub engine: sspr_rollout::Engine,
+    /// The SSPR readiness reports.
+    pub reports: sspr_reporting::readiness::Reports,
 }
 
 /// Registers every documented route. Used both to serve and to generate the OpenAPI document,

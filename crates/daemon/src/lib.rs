@@ -94,6 +94,7 @@ pub struct Application {
     master_key: MasterKey,
     reverifier: Option<sspr_registry::Reverifier>,
     worker: Option<sspr_queue::Worker>,
+    report_scheduler: Option<sspr_reporting::readiness::Reports>,
 }
 
 impl Application {
@@ -139,18 +140,26 @@ impl Application {
             clock.clone(),
             settings.engine_settings(),
         );
+        let reports = sspr_reporting::readiness::Reports::new(
+            registry.clone(),
+            enqueuer.clone(),
+            clock.clone(),
+            settings.report_settings(),
+        );
+        let report_scheduler = settings.reporting.scheduled_refresh.then(|| reports.clone());
         let worker = settings.engine.run_jobs.then(|| {
             sspr_queue::Worker::new(
                 store.clone(),
                 clock.clone(),
                 settings.worker_config(),
-                engine.handlers(),
+                engine.handlers().into_iter().chain(reports.handlers()),
             )
             .with_wake_signal(enqueuer.wake_signal())
         });
         let state = AppState {
             store: store.clone(),
             engine,
+            reports,
             clock,
             settings: ApiSettings {
                 max_body_bytes: settings.api.max_body_bytes,
@@ -171,7 +180,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = server.addrs().first().copied().context("the listener has no address")?;
         let server = server.run();
-        Ok(Self { server, addr, store, master_key, reverifier, worker })
+        Ok(Self { server, addr, store, master_key, reverifier, worker, report_scheduler })
     }
 
     /// The address the API listens on (useful with port 0).
@@ -204,6 +213,9 @@ impl Application {
         let tasks = tokio_util::task::TaskTracker::new();
         if let Some(reverifier) = self.reverifier {
             tasks.spawn(reverifier.run(shutdown.clone()));
+        }
+        if let Some(reports) = self.report_scheduler {
+            tasks.spawn(reports.run(shutdown.clone()));
         }
         if let Some(worker) = self.worker {
             tasks.spawn(worker.run(shutdown.clone()));

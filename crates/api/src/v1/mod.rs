@@ -2,6 +2,7 @@
 
 pub(crate) mod api_keys;
 pub(crate) mod audit;
+pub(crate) mod reports;
 pub(crate) mod rollouts;
 pub(crate) mod tasks;
 pub(crate) mod tenants;
@@ -12,6 +13,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
     api_keys::configure(cfg);
     audit::configure(cfg);
+    reports::configure(cfg);
     rollouts::configure(cfg);
     tasks::configure(cfg);
     tenants::configure(cfg);
