@@ -9,6 +9,7 @@ mod auth;
 mod engine;
 mod errors;
 mod ops;
+mod reports;
 mod rollouts;
 mod shutdown;
 mod tenants;
