@@ -430,7 +430,9 @@ async fn bad_input_gets_problems_never_500() {
     let res = admin.get_raw("/v1/reports/sspr?limit=abc").await;
     assert!(res.status == 400 || res.status == 422, "{}", res.status);
     res.expect_problem(res.status, res.json()["code"].as_str().unwrap());
-    admin.get_raw("/v1/reports/sspr?unknown=1").await;
+    let res = admin.get_raw("/v1/reports/sspr?unknown=1").await;
+    assert!(res.status == 400 || res.status == 422, "{}", res.status);
+    res.expect_problem(res.status, res.json()["code"].as_str().unwrap());
     admin.get_raw("/v1/reports/sspr/ten_nope").await.expect_problem(404, "not_found");
     let res = admin
         .send(
