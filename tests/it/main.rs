@@ -10,6 +10,7 @@ mod engine;
 mod errors;
 mod live;
 mod ops;
+mod reports;
 mod rollouts;
 mod shutdown;
 mod status;

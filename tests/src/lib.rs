@@ -255,8 +255,8 @@ impl SimHandle {
 
 /// Starts the Graph simulator from `scenario_toml` (see `docs/graph-sim.md`) on
 /// `127.0.0.1:0`, then the daemon pointed at it (`graph_url`, `login_url` and `portal_url`) with background
-/// verification off, so that tests verify tenants explicitly. `extra_env` comes last and may
-/// override any of that.
+/// verification and scheduled report refreshes off, so that tests verify and refresh
+/// explicitly. `extra_env` comes last and may override any of that.
 pub async fn spawn_app_with_sim(
     scenario_toml: &str,
     extra_env: &[(&str, &str)],
@@ -274,6 +274,7 @@ pub async fn spawn_app_with_sim(
         ("SSPR_FLEET_LOGIN_URL", &url),
         ("SSPR_FLEET_PORTAL_URL", &url),
         ("SSPR_FLEET_REGISTRY__BACKGROUND_VERIFY", "false"),
+        ("SSPR_FLEET_REPORTING__SCHEDULED_REFRESH", "false"),
     ];
     env.extend_from_slice(extra_env);
     let app = spawn_app_with(&env).await;

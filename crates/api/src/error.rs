@@ -114,6 +114,9 @@ pub enum ApiError {
     /// The body has a content type this endpoint does not accept.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
+    /// No media type the `Accept` header allows can be produced; the ones that can are named.
+    #[error("cannot answer in a media type the Accept header allows; available: {0}")]
+    NotAcceptable(&'static str),
     /// The database is unreachable or a query failed; details go to the log only.
     #[error("the database is unavailable")]
     Unavailable(#[source] sspr_store::StoreError),
@@ -150,6 +153,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::NotAcceptable(_) => "not_acceptable",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -235,6 +239,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType | ApiError::UnsupportedMediaTypeOf(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

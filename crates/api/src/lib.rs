@@ -42,6 +42,7 @@ pub use ops::ProbeStatus;
 pub use v1::{
     api_keys::{ApiKeyList, ApiKeyView, ApiRole, CreateApiKey, CreatedApiKey},
     audit::{AuditEntryView, AuditPage, AuditQuery},
+    reports::{FleetReport, RefreshAccepted, RefreshReports},
     tenants::{
         CredentialView, ImportReport, PortalCredentialView, TenantPage, TenantView, UpdateTenant,
         VerifyOutcome, VerifyReport, VerifyTenants,
@@ -81,6 +82,8 @@ pub struct AppState {
     /// Set when the process begins to shut down: long-lived answers (event streams) end, so
     /// that the graceful stop does not wait for them; clients resume elsewhere.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// The SSPR readiness reports.
+    pub reports: sspr_reporting::readiness::Reports,
 }
 
 /// Registers every documented route. Used both to serve and to generate the OpenAPI document,

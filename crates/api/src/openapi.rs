@@ -27,6 +27,7 @@ use crate::error::{FieldError, PROBLEM_JSON, Problem};
         (name = "tenants", description = "Customer tenants: onboarding, verification, import"),
         (name = "rollouts", description = "Staged SSPR rollouts: plan, start, follow, operate"),
         (name = "tasks", description = "Manual steps a rollout waits for, and their attestation"),
+        (name = "reports", description = "SSPR readiness per tenant and across the fleet, JSON or CSV"),
     ),
     security(("bearer" = []))
 )]

@@ -96,6 +96,7 @@ pub struct Application {
     reverifier: Option<sspr_registry::Reverifier>,
     worker: Option<sspr_queue::Worker>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
+    report_scheduler: Option<sspr_reporting::readiness::Reports>,
 }
 
 impl Application {
@@ -141,12 +142,19 @@ impl Application {
             clock.clone(),
             settings.engine_settings(),
         );
+        let reports = sspr_reporting::readiness::Reports::new(
+            registry.clone(),
+            enqueuer.clone(),
+            clock.clone(),
+            settings.report_settings(),
+        );
+        let report_scheduler = settings.reporting.scheduled_refresh.then(|| reports.clone());
         let worker = settings.engine.run_jobs.then(|| {
             sspr_queue::Worker::new(
                 store.clone(),
                 clock.clone(),
                 settings.worker_config(),
-                engine.handlers(),
+                engine.handlers().into_iter().chain(reports.handlers()),
             )
             .with_wake_signal(enqueuer.wake_signal())
         });
@@ -156,6 +164,7 @@ impl Application {
             engine,
             queue_metrics: worker.as_ref().map(sspr_queue::Worker::metrics),
             stopping: Arc::clone(&stopping),
+            reports,
             clock,
             settings: ApiSettings {
                 max_body_bytes: settings.api.max_body_bytes,
@@ -176,7 +185,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = server.addrs().first().copied().context("the listener has no address")?;
         let server = server.run();
-        Ok(Self { server, addr, store, master_key, reverifier, worker, stopping })
+        Ok(Self { server, addr, store, master_key, reverifier, worker, stopping, report_scheduler })
     }
 
     /// The address the API listens on (useful with port 0).
@@ -211,6 +220,9 @@ impl Application {
         let tasks = tokio_util::task::TaskTracker::new();
         if let Some(reverifier) = self.reverifier {
             tasks.spawn(reverifier.run(shutdown.clone()));
+        }
+        if let Some(reports) = self.report_scheduler {
+            tasks.spawn(reports.run(shutdown.clone()));
         }
         if let Some(worker) = self.worker {
             tasks.spawn(worker.run(shutdown.clone()));

@@ -39,6 +39,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "graph",
     "registry",
     "engine",
+    "reporting",
 ];
 
 /// All settings of the daemon.
@@ -78,6 +79,20 @@ pub struct Settings {
     pub registry: RegistrySection,
     /// Rollout engine and job queue settings.
     pub engine: EngineSection,
+    /// SSPR readiness report settings.
+    pub reporting: ReportingSection,
+}
+
+/// `[reporting]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportingSection {
+    /// Refresh a tenant's readiness report when it is older than this, in hours.
+    pub refresh_hours: u64,
+    /// Whether `serve` refreshes reports on schedule (off: only on demand).
+    pub scheduled_refresh: bool,
+    /// How often the scheduler looks for reports to refresh, in seconds.
+    pub check_every_secs: u64,
 }
 
 /// `[engine]`.
@@ -320,6 +335,12 @@ impl Settings {
         if self.registry.reverify_after_hours == 0 {
             return Err(SettingsError::new("registry.reverify_after_hours", "must be at least 1"));
         }
+        if self.reporting.refresh_hours == 0 {
+            return Err(SettingsError::new("reporting.refresh_hours", "must be at least 1"));
+        }
+        if self.reporting.check_every_secs == 0 {
+            return Err(SettingsError::new("reporting.check_every_secs", "must be at least 1"));
+        }
         if self.api.max_import_bytes < self.api.max_body_bytes {
             return Err(SettingsError::new(
                 "api.max_import_bytes",
@@ -382,6 +403,16 @@ impl Settings {
             advance_every: Duration::from_millis(self.engine.advance_ms),
             step_attempts: self.engine.step_attempts,
             plan_concurrency: 4,
+        }
+    }
+
+    /// The readiness reports' settings (their jobs go to the engine's queue).
+    pub fn report_settings(&self) -> sspr_reporting::readiness::ReportSettings {
+        sspr_reporting::readiness::ReportSettings {
+            queue: "default".into(),
+            refresh_after: Duration::from_secs(self.reporting.refresh_hours.saturating_mul(3600)),
+            check_every: Duration::from_secs(self.reporting.check_every_secs),
+            ..sspr_reporting::readiness::ReportSettings::default()
         }
     }
 

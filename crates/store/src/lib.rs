@@ -16,6 +16,7 @@ mod jobs;
 mod pool;
 mod portal_credentials;
 mod progress;
+mod reports;
 mod rollouts;
 mod tenants;
 mod time;
@@ -28,6 +29,7 @@ pub use jobs::{Job, JobState, JobStateParseError, NewJob};
 pub use pool::{Backend, MigrationReport, Store, StoreOptions};
 pub use portal_credentials::PortalCredential;
 pub use progress::{ACTIVE_ROLLOUT_STATES, FINISHED_TENANT_STATES, FinishStats};
+pub use reports::{SsprReport, SsprReportFilter, SsprReportRow};
 pub use rollouts::{
     NewEvent, NewRollout, NewRolloutTenant, Rollout, RolloutEvent, RolloutFilter, RolloutTenant,
     Snapshot, Task, TaskFilter, TenantUpdate,

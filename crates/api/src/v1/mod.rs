@@ -3,6 +3,7 @@
 pub(crate) mod api_keys;
 pub(crate) mod audit;
 pub(crate) mod events;
+pub(crate) mod reports;
 pub(crate) mod rollouts;
 pub(crate) mod tasks;
 pub(crate) mod tenants;
@@ -14,6 +15,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
     api_keys::configure(cfg);
     audit::configure(cfg);
     events::configure(cfg);
+    reports::configure(cfg);
     rollouts::configure(cfg);
     tasks::configure(cfg);
     tenants::configure(cfg);

@@ -2018,3 +2018,127 @@ pub(crate) async fn rollout_tasks_are_ensured_once_attested_once_and_filtered(st
             .is_empty()
     );
 }
+
+fn sspr_report(
+    tenant: &TenantId,
+    status: &str,
+    users: Option<u64>,
+    at: i64,
+) -> sspr_store::SsprReport {
+    sspr_store::SsprReport {
+        tenant_id: tenant.clone(),
+        status: status.into(),
+        reason: (status != "ok").then(|| format!("{status}_reason")),
+        figures: users.map(|u| serde_json::json!({ "users": u })),
+        read_at: users.map(|_| t(at + 1)),
+        started_at: t(at),
+        attempted_at: t(at + 1),
+        pages: 3,
+        duration_ms: 1000,
+    }
+}
+
+pub(crate) async fn sspr_report_failures_keep_the_last_good_figures(store: &Store) {
+    let one = store.insert_tenant(new_tenant(&guid(1), "One", &[])).await.unwrap();
+    assert!(store.sspr_report(&one.id).await.unwrap().is_none());
+
+    let ok = sspr_report(&one.id, "ok", Some(10), 100);
+    assert!(store.record_sspr_report(&ok).await.unwrap());
+    assert_eq!(store.sspr_report(&one.id).await.unwrap(), Some(ok.clone()));
+
+    // A failed attempt replaces the attempt half and keeps the figures and their read time.
+    let failed = sspr_report(&one.id, "error", None, 200);
+    assert!(store.record_sspr_report(&failed).await.unwrap());
+    let got = store.sspr_report(&one.id).await.unwrap().unwrap();
+    assert_eq!(got.status, "error");
+    assert_eq!(got.reason.as_deref(), Some("error_reason"));
+    assert_eq!((got.started_at, got.attempted_at), (t(200), t(201)));
+    assert_eq!(got.figures, Some(serde_json::json!({ "users": 10 })));
+    assert_eq!(got.read_at, Some(t(101)));
+
+    // A newer ok replaces the figures; a stale attempt (started earlier) changes nothing.
+    let newer = sspr_report(&one.id, "ok", Some(12), 300);
+    assert!(store.record_sspr_report(&newer).await.unwrap());
+    assert!(!store.record_sspr_report(&sspr_report(&one.id, "ok", Some(1), 250)).await.unwrap());
+    assert_eq!(store.sspr_report(&one.id).await.unwrap(), Some(newer));
+
+    // Unknown and offboarded tenants record nothing; the offboarded one keeps its history.
+    assert!(
+        !store
+            .record_sspr_report(&sspr_report(&TenantId::new(), "ok", Some(1), 400))
+            .await
+            .unwrap()
+    );
+    store.offboard_tenant(&one.id, t(500)).await.unwrap().expect("offboarded");
+    assert!(!store.record_sspr_report(&sspr_report(&one.id, "ok", Some(2), 600)).await.unwrap());
+    let kept = store.sspr_report(&one.id).await.unwrap().unwrap();
+    assert_eq!(kept.figures, Some(serde_json::json!({ "users": 12 })));
+}
+
+pub(crate) async fn sspr_reports_page_by_tenant_within_reach(store: &Store) {
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let t = store.insert_tenant(new_tenant(&guid(n), &format!("T{n}"), &[])).await.unwrap();
+        ids.push(t.id);
+    }
+    ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    store.record_sspr_report(&sspr_report(&ids[1], "ok", Some(5), 10)).await.unwrap();
+    store.record_sspr_report(&sspr_report(&ids[3], "unavailable", None, 10)).await.unwrap();
+    store.offboard_tenant(&ids[4], t(20)).await.unwrap().expect("offboarded");
+
+    // Pages of two, by id, without gaps or repeats; offboarded tenants are left out.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let f = sspr_store::SsprReportFilter { within: None, after_tenant_id: after, limit: 2 };
+        let page = store.list_sspr_reports(&f).await.unwrap();
+        assert!(page.len() <= 2);
+        after = page.last().map(|r| r.tenant_id.to_string());
+        let done = page.len() < 2;
+        seen.extend(page);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(seen.iter().map(|r| r.tenant_id.clone()).collect::<Vec<_>>(), ids[..4].to_vec());
+    assert!(seen[0].report.is_none(), "no report yet");
+    assert_eq!(
+        seen[1].display_name,
+        store.get_tenant(&ids[1]).await.unwrap().unwrap().display_name
+    );
+    let r1 = seen[1].report.as_ref().unwrap();
+    assert_eq!((r1.status.as_str(), r1.pages, r1.duration_ms), ("ok", 3, 1000));
+    let r3 = seen[3].report.as_ref().unwrap();
+    assert_eq!((r3.status.as_str(), r3.figures.as_ref(), r3.read_at), ("unavailable", None, None));
+
+    // Within a restricted reach: only those tenants; an empty reach matches nothing.
+    let within = BTreeSet::from([ids[1].to_string(), ids[4].to_string(), "ten_other".to_owned()]);
+    let f = sspr_store::SsprReportFilter { within: Some(within), after_tenant_id: None, limit: 10 };
+    let page = store.list_sspr_reports(&f).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.tenant_id.clone()).collect::<Vec<_>>(), vec![ids[1].clone()]);
+    let f = sspr_store::SsprReportFilter {
+        within: Some(BTreeSet::new()),
+        after_tenant_id: None,
+        limit: 10,
+    };
+    assert!(store.list_sspr_reports(&f).await.unwrap().is_empty());
+}
+
+pub(crate) async fn tenants_due_for_sspr_report_missing_first_then_oldest(store: &Store) {
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let t = store.insert_tenant(new_tenant(&guid(n), &format!("T{n}"), &[])).await.unwrap();
+        ids.push(t.id);
+    }
+    // ids[0] attempted at 101 (old), ids[1] at 51 (older), ids[2] at 901 (fresh), ids[3] never.
+    store.record_sspr_report(&sspr_report(&ids[0], "ok", Some(1), 100)).await.unwrap();
+    store.record_sspr_report(&sspr_report(&ids[1], "error", None, 50)).await.unwrap();
+    store.record_sspr_report(&sspr_report(&ids[2], "ok", Some(1), 900)).await.unwrap();
+    let due = store.tenants_due_for_sspr_report(t(500), 10).await.unwrap();
+    assert_eq!(due, vec![ids[3].clone(), ids[1].clone(), ids[0].clone()]);
+    assert_eq!(store.tenants_due_for_sspr_report(t(500), 1).await.unwrap(), vec![ids[3].clone()]);
+    // Offboarded tenants are never due.
+    store.offboard_tenant(&ids[3], t(10)).await.unwrap().expect("offboarded");
+    let due = store.tenants_due_for_sspr_report(t(500), 10).await.unwrap();
+    assert_eq!(due, vec![ids[1].clone(), ids[0].clone()]);
+}

@@ -75,6 +75,9 @@ conformance!(
     rollout_events_page_in_order_and_respect_within,
     rollout_snapshots_newest_first_and_restored_once,
     rollout_tasks_are_ensured_once_attested_once_and_filtered,
+    sspr_report_failures_keep_the_last_good_figures,
+    sspr_reports_page_by_tenant_within_reach,
+    tenants_due_for_sspr_report_missing_first_then_oldest,
 );
 
 /// Both dialects must carry the same migrations under the same names, so that a database can
