@@ -58,7 +58,18 @@ async fn metrics(state: web::Data<AppState>, caller: Caller) -> Result<HttpRespo
             webhook_deliveries: BTreeMap::new(),
         }),
     };
+    let totals = state.reports.totals(within).await?;
+    let users = totals.figures.as_ref().map(|f| {
+        let c = &f.all.counts;
+        BTreeMap::from([
+            ("users".to_owned(), c.users),
+            ("sspr_enabled".to_owned(), c.sspr_enabled),
+            ("sspr_registered".to_owned(), c.sspr_registered),
+            ("sspr_capable".to_owned(), c.sspr_capable),
+        ])
+    });
     let input = MetricsInput {
+        readiness: Some((users.unwrap_or_default(), totals.by_status)),
         rollouts: store.count_rollouts_by_state(within).await?,
         rollout_tenants: store.count_active_rollout_tenants_by_state(within).await?,
         tenants,

@@ -11,9 +11,12 @@
 //!   `graph_retries_total`, `graph_request_duration_seconds` (histogram) and
 //!   `graph_token_requests_total`: this process's Microsoft Graph traffic, by endpoint
 //!   template (never by tenant, to keep the series count bounded);
-//! - `webhook_deliveries{state}`: the delivery log, from the database.
+//! - `webhook_deliveries{state}`: the delivery log, from the database;
+//! - `sspr_users{figure}` and `readiness_reports{status}`: the fleet's SSPR readiness from
+//!   the stored reports (users, enabled, registered, capable), from the database.
 //!
-//! A key restricted to some tenants gets only the first three, counted within its tenants:
+//! A key restricted to some tenants gets only the rollout, tenant and readiness gauges,
+//! counted within its tenants:
 //! the process-wide series describe every customer's traffic.
 
 use std::{collections::BTreeMap, fmt::Write};
@@ -30,6 +33,9 @@ pub struct MetricsInput {
     pub rollout_tenants: BTreeMap<String, u64>,
     /// Registered tenants per status.
     pub tenants: BTreeMap<String, u64>,
+    /// Fleet SSPR readiness from the stored reports: users per figure (`users`,
+    /// `sspr_enabled`, `sspr_registered`, `sspr_capable`) and tenants per report status.
+    pub readiness: Option<(BTreeMap<String, u64>, BTreeMap<String, u64>)>,
     /// Process-wide series; `None` for restricted keys.
     pub process: Option<ProcessMetrics>,
 }
@@ -107,6 +113,22 @@ pub fn render(m: &MetricsInput) -> String {
         &m.rollout_tenants,
     );
     gauge_by(&mut out, "tenants", "Registered tenants by status.", "status", &m.tenants);
+    if let Some((users, reports)) = &m.readiness {
+        gauge_by(
+            &mut out,
+            "sspr_users",
+            "Users across the fleet's last readiness reports, by figure.",
+            "figure",
+            users,
+        );
+        gauge_by(
+            &mut out,
+            "readiness_reports",
+            "Tenants by the status of their last readiness report refresh.",
+            "status",
+            reports,
+        );
+    }
     let Some(p) = &m.process else { return out };
 
     head(&mut out, "jobs", "gauge", "Jobs in the durable queue by kind and state.");
@@ -235,6 +257,10 @@ mod tests {
             rollouts: BTreeMap::from([("running".into(), 2)]),
             rollout_tenants: BTreeMap::from([("gate".into(), 5), ("completed".into(), 7)]),
             tenants: BTreeMap::from([("ready".into(), 9)]),
+            readiness: Some((
+                BTreeMap::from([("users".into(), 120), ("sspr_registered".into(), 30)]),
+                BTreeMap::from([("ok".into(), 4)]),
+            )),
             process: Some(ProcessMetrics {
                 jobs: BTreeMap::from([(("rollout.step".into(), "queued".into()), 3)]),
                 attempts: Some(q.snapshot()),
@@ -266,6 +292,8 @@ mod tests {
             "sspr_fleet_graph_request_duration_seconds_sum{endpoint=\"GET /users\"} 0.32",
             "sspr_fleet_graph_token_requests_total 4",
             "sspr_fleet_webhook_deliveries{state=\"failed\"} 1",
+            "sspr_fleet_sspr_users{figure=\"sspr_registered\"} 30",
+            "sspr_fleet_readiness_reports{status=\"ok\"} 4",
             "# TYPE sspr_fleet_job_wait_seconds histogram",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
