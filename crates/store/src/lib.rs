@@ -17,6 +17,7 @@ mod portal_credentials;
 mod rollouts;
 mod tenants;
 mod time;
+mod webhooks;
 
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
@@ -31,4 +32,9 @@ pub use rollouts::{
 pub use tenants::{
     CredentialSummary, LicenceLevel, NewCredential, NewTenant, StoredCredential, Tenant,
     TenantFilter, TenantPatch, TenantStatus, VerificationRecord,
+};
+pub use webhooks::{
+    AttemptRecord, DeliveryAttempt, DeliveryCount, DeliveryState, DeliveryStateParseError,
+    NewDelivery, WEBHOOK_DELIVER_KIND, WEBHOOK_JOB_MAX_ATTEMPTS, WEBHOOK_QUEUE, WebhookDelivery,
+    WebhookPatch, WebhookSubscription,
 };
