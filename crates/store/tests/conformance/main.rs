@@ -6,6 +6,7 @@
 
 mod cases;
 mod support;
+mod webhook_cases;
 
 /// Expands each case into one test per backend.
 macro_rules! conformance {
@@ -73,6 +74,9 @@ conformance!(
     rollout_events_page_in_order_and_respect_within,
     rollout_snapshots_newest_first_and_restored_once,
     rollout_tasks_are_ensured_once_attested_once_and_filtered,
+    webhooks_round_trip_page_patch_rotate_and_delete,
+    webhook_fan_out_is_transactional_and_follows_types_and_scope,
+    webhook_attempts_redelivery_and_counts,
 );
 
 /// Both dialects must carry the same migrations under the same names, so that a database can
