@@ -6,3 +6,4 @@
 //! the database only through `sspr-store` and Microsoft only through `sspr-graph`.
 
 pub mod progress;
+pub mod webhooks;
