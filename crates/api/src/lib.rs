@@ -41,6 +41,10 @@ pub use v1::{
         CredentialView, ImportReport, PortalCredentialView, TenantPage, TenantView, UpdateTenant,
         VerifyOutcome, VerifyReport, VerifyTenants,
     },
+    webhooks::{
+        AttemptView, CreateWebhook, CreatedWebhook, DeliveryPage, DeliveryView, RotatedSecret,
+        UpdateWebhook, WebhookPage, WebhookView,
+    },
 };
 
 /// Limits and switches of the HTTP layer.
@@ -71,6 +75,8 @@ pub struct AppState {
     pub registry: sspr_registry::Registry,
     /// The rollout engine.
     pub engine: sspr_rollout::Engine,
+    /// Webhook subscriptions: secrets, rotation, test events.
+    pub webhooks: sspr_reporting::webhooks::Webhooks,
 }
 
 /// Registers every documented route. Used both to serve and to generate the OpenAPI document,

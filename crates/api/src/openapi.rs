@@ -27,6 +27,7 @@ use crate::error::{FieldError, PROBLEM_JSON, Problem};
         (name = "tenants", description = "Customer tenants: onboarding, verification, import"),
         (name = "rollouts", description = "Staged SSPR rollouts: plan, start, follow, operate"),
         (name = "tasks", description = "Manual steps a rollout waits for, and their attestation"),
+        (name = "webhooks", description = "Signed webhooks for PSA tools and automation, and their delivery log"),
     ),
     security(("bearer" = []))
 )]
