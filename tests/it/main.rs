@@ -12,3 +12,4 @@ mod ops;
 mod rollouts;
 mod shutdown;
 mod tenants;
+mod webhooks;
