@@ -273,6 +273,15 @@ struct DeliveryRow {
     delivered_at: Option<i64>,
 }
 
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    attempt: i32,
+    at: i64,
+    status: Option<i32>,
+    error: Option<String>,
+    duration_ms: i64,
+}
+
 macro_rules! delivery_columns {
     () => {
         "id, subscription_id, message_id, event_type, tenant_id, payload, state, attempts, \
@@ -486,27 +495,18 @@ pub(crate) struct DeliveryValues {
 }
 
 impl DeliveryValues {
-    fn new(
-        subscription_id: String,
-        event_type: String,
-        tenant_id: Option<String>,
-        payload: &Value,
-        dedup_key: Option<String>,
-        created_at: i64,
-        id: DeliveryId,
-        message_id: MessageId,
-    ) -> Result<Self, StoreError> {
-        let (job_id, job_payload, job_key) = delivery_job(&id);
+    fn new(d: &NewDelivery, dedup_key: Option<String>) -> Result<Self, StoreError> {
+        let (job_id, job_payload, job_key) = delivery_job(&d.id);
         Ok(Self {
-            id: id.to_string(),
-            subscription_id,
-            message_id: message_id.to_string(),
-            event_type,
-            tenant_id,
-            payload: serde_json::to_string(payload)
+            id: d.id.to_string(),
+            subscription_id: d.subscription_id.to_string(),
+            message_id: d.message_id.to_string(),
+            event_type: d.event_type.clone(),
+            tenant_id: d.tenant_id.clone(),
+            payload: serde_json::to_string(&d.payload)
                 .map_err(|e| corrupt("webhook delivery")(format!("payload: {e}")))?,
             dedup_key,
-            created_at,
+            created_at: to_ms(d.created_at),
             job_id,
             job_payload,
             job_key,
@@ -624,16 +624,18 @@ impl FanOut {
         targets
             .iter()
             .map(|sub| {
-                DeliveryValues::new(
-                    sub.clone(),
-                    self.event_type.as_str().to_owned(),
-                    self.tenant_id.clone(),
-                    &payload,
-                    dedup_key.clone(),
-                    to_ms(self.at),
-                    DeliveryId::new(),
-                    MessageId::new(),
-                )
+                let subscription_id =
+                    sub.parse().map_err(|e| corrupt("webhook")(format!("id: {e}")))?;
+                let d = NewDelivery {
+                    id: DeliveryId::new(),
+                    subscription_id,
+                    message_id: MessageId::new(),
+                    event_type: self.event_type.as_str().to_owned(),
+                    tenant_id: self.tenant_id.clone(),
+                    payload: payload.clone(),
+                    created_at: self.at,
+                };
+                DeliveryValues::new(&d, dedup_key.clone())
             })
             .collect()
     }
@@ -816,16 +818,7 @@ impl Store {
     /// Queues a delivery and its job in one transaction (used for test events; rollout
     /// events are queued by the outbox). [`StoreError::Conflict`] when the id is taken.
     pub async fn queue_webhook_delivery(&self, d: &NewDelivery) -> Result<(), StoreError> {
-        let values = DeliveryValues::new(
-            d.subscription_id.to_string(),
-            d.event_type.clone(),
-            d.tenant_id.clone(),
-            &d.payload,
-            None,
-            to_ms(d.created_at),
-            d.id.clone(),
-            d.message_id.clone(),
-        )?;
+        let values = DeliveryValues::new(d, None)?;
         with_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             insert_delivery!(tx, &values);
@@ -897,7 +890,7 @@ impl Store {
         &self,
         id: &DeliveryId,
     ) -> Result<Vec<DeliveryAttempt>, StoreError> {
-        let rows: Vec<(i32, i64, Option<i32>, Option<String>, i64)> = with_reader!(self, pool => {
+        let rows: Vec<AttemptRow> = with_reader!(self, pool => {
             sqlx::query_as(
                 "SELECT attempt, at, status, error, duration_ms FROM webhook_delivery_attempts
                  WHERE delivery_id = $1 ORDER BY attempt",
@@ -907,13 +900,13 @@ impl Store {
             .await?
         });
         rows.into_iter()
-            .map(|(attempt, at, status, error, duration_ms)| {
+            .map(|r| {
                 Ok(DeliveryAttempt {
-                    attempt,
-                    at: from_ms(at, "webhook attempt")?,
-                    status,
-                    error,
-                    duration_ms,
+                    attempt: r.attempt,
+                    at: from_ms(r.at, "webhook attempt")?,
+                    status: r.status,
+                    error: r.error,
+                    duration_ms: r.duration_ms,
                 })
             })
             .collect()
