@@ -136,7 +136,7 @@ impl WebhookView {
 }
 
 /// A new subscription with its secret. `secret` is shown this once.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct CreatedWebhook {
     /// The signing secret, `whsec_` + base64 of 32 bytes; the HMAC key is the decoded part.
     /// Store it now: it cannot be read again.
@@ -146,7 +146,7 @@ pub struct CreatedWebhook {
 }
 
 /// A new secret after a rotation. `secret` is shown this once.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RotatedSecret {
     /// The new signing secret. Store it now: it cannot be read again.
     pub secret: String,
@@ -154,6 +154,22 @@ pub struct RotatedSecret {
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
     /// The subscription.
     pub webhook: WebhookView,
+}
+
+// Debug leaves the secret out, so that no log line can show it.
+impl std::fmt::Debug for CreatedWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedWebhook").field("webhook", &self.webhook).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for RotatedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedSecret")
+            .field("previous_secret_expires_at", &self.previous_secret_expires_at)
+            .field("webhook", &self.webhook)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A page of subscriptions.
