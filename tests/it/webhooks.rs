@@ -386,6 +386,18 @@ async fn signed_webhooks_follow_a_rollout_through_an_outage_a_redelivery_and_a_r
         r["counts"]["gate"] == 2 && r["counts"]["blocked"] == 1
     })
     .await;
+    // The gate's own step records the wait after the tenant entered the gate.
+    for t in &ids[..2] {
+        let start = std::time::Instant::now();
+        loop {
+            let rt = admin.get(&format!("/v1/rollouts/{rollout}/tenants/{t}"), 200).await;
+            if rt["reason"] == "waiting for approval" {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "not waiting for approval: {rt}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     // Pause and resume while they wait: one rollout.paused, and no second gate wait.
     admin.post_json(&format!("/v1/rollouts/{rollout}/pause"), &json!({}), 200).await;
     admin.post_json(&format!("/v1/rollouts/{rollout}/resume"), &json!({}), 200).await;
@@ -421,7 +433,11 @@ async fn signed_webhooks_follow_a_rollout_through_an_outage_a_redelivery_and_a_r
 
     // Every event type arrives, verified, once the outage is over.
     let got = wait_received(&receiver, "every event type", |got| {
-        types_at(got, "/all").len() == ALL_TYPES.len()
+        let waits: BTreeSet<String> = accepted(got, "/all")
+            .filter(|g| g.body["type"] == "tenant.gate_waiting_approval")
+            .map(|g| g.body["data"]["tenant_id"].to_string())
+            .collect();
+        types_at(got, "/all").len() == ALL_TYPES.len() && waits.len() == 2
     })
     .await;
     assert_eq!(types_at(&got, "/all"), ALL_TYPES.iter().map(|s| s.to_string()).collect());

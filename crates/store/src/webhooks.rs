@@ -363,11 +363,13 @@ impl TryFrom<DeliveryRow> for WebhookDelivery {
 }
 
 /// Inserts a delivery; a clash on `(subscription_id, dedup_key)` inserts nothing and returns
-/// no row.
+/// no row, and so does a subscription deleted since the fan-out read it: the row is selected
+/// from the subscription, so a concurrent delete never fails the rollout's transaction.
 pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO webhook_deliveries
         (id, subscription_id, message_id, event_type, tenant_id, payload, dedup_key, state,
          attempts, created_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8)
+     SELECT $1, id, $3, $4, $5, $6, $7, 'pending', 0, $8
+     FROM webhook_subscriptions WHERE id = $2
      ON CONFLICT (subscription_id, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
      RETURNING id";
 

@@ -474,6 +474,19 @@ pub(crate) async fn webhook_attempts_redelivery_and_counts(store: &Store) {
     assert_eq!(jobs.iter().filter(|j| j.payload["delivery_id"] == second.id.as_str()).count(), 1);
     assert!(store.redeliver_webhook(&w.id, &DeliveryId::new(), t(8)).await.unwrap().is_none());
 
+    // A delivery for a subscription deleted meanwhile is dropped without an error or a job.
+    let orphan = NewDelivery {
+        id: DeliveryId::new(),
+        subscription_id: WebhookId::new(),
+        message_id: MessageId::new(),
+        ..test.clone()
+    };
+    store.queue_webhook_delivery(&orphan).await.unwrap();
+    assert!(store.webhook_delivery(&orphan.id).await.unwrap().is_none());
+    let jobs =
+        store.claim_jobs(WEBHOOK_QUEUE, "w2", t(9), Duration::from_secs(60), 10).await.unwrap();
+    assert!(jobs.iter().all(|j| j.payload["delivery_id"] != orphan.id.as_str()), "{jobs:?}");
+
     // Deleting the subscription deletes its deliveries and their log.
     assert!(store.delete_webhook(&w.id).await.unwrap());
     assert!(store.webhook_delivery(&test.id).await.unwrap().is_none());
