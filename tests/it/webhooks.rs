@@ -728,3 +728,55 @@ async fn invalid_webhook_input_gets_problem_json_with_stable_codes() {
     admin.delete(&format!("/v1/webhooks/{id}"), 204).await;
     admin.delete_raw(&format!("/v1/webhooks/{id}")).await.expect_problem(404, "not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_fails_after_its_last_attempt_and_a_redelivery_brings_it_back() {
+    let receiver = Receiver::start().await;
+    receiver.set_outage(true);
+    let mut env: Vec<(&str, &str)> =
+        FAST.iter().copied().filter(|(k, _)| *k != "SSPR_FLEET_WEBHOOKS__MAX_ATTEMPTS").collect();
+    env.push(("SSPR_FLEET_WEBHOOKS__MAX_ATTEMPTS", "3"));
+    let (app, _sim) = spawn_app_with_sim(&scenario(), &env).await;
+    let admin = app.client_with(&app.admin_key().await);
+    let created = admin
+        .post_json(
+            "/v1/webhooks",
+            &json!({"url": receiver.url("/t"), "event_types": ["rollout.completed"], "enabled": false}),
+            201,
+        )
+        .await;
+    receiver.add_secret("k", created["secret"].as_str().unwrap());
+    let id = created["webhook"]["id"].as_str().unwrap().to_owned();
+    // A test goes out even while the subscription is disabled.
+    let test = admin.post_json(&format!("/v1/webhooks/{id}/test"), &json!({}), 202).await;
+    assert_eq!(test["event_type"], "webhook.test");
+    assert_eq!(test["state"], "pending");
+    let delivery = test["id"].as_str().unwrap().to_owned();
+    let start = std::time::Instant::now();
+    let failed = loop {
+        let d = admin.get(&format!("/v1/webhooks/{id}/deliveries/{delivery}"), 200).await;
+        if d["state"] == "failed" {
+            break d;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "not failed: {d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(failed["attempts"], 3, "{failed}");
+    let log = failed["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 3);
+    assert!(log.iter().all(|a| a["status"] == 503), "{failed}");
+    assert_eq!(receiver.got().len(), 3, "no attempt after the last");
+    let listed = admin.get(&format!("/v1/webhooks/{id}/deliveries?state=failed"), 200).await;
+    assert_eq!(listed["items"][0]["id"], delivery.as_str());
+
+    receiver.set_outage(false);
+    admin
+        .post_json(&format!("/v1/webhooks/{id}/deliveries/{delivery}/redeliver"), &json!({}), 202)
+        .await;
+    let d = wait_delivered(&admin, &id, &delivery).await;
+    assert_eq!(d["attempts"], 4, "{d}");
+    let got = receiver.got();
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|g| g.id == test["message_id"].as_str().unwrap()), "{got:?}");
+    assert_eq!(got[3].status, 200);
+}

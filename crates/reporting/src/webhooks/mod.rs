@@ -297,3 +297,75 @@ impl Webhooks {
         Ok((total, rewrapped))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretBox;
+    use sspr_domain::ManualClock;
+    use sspr_registry::MasterKeyMaterial;
+    use sspr_store::StoreOptions;
+
+    use super::*;
+
+    fn key(id: &str, byte: u8) -> MasterKeyMaterial {
+        MasterKeyMaterial { id: id.into(), bytes: SecretBox::new(Box::new([byte; 32])) }
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_the_old_secret_for_its_grace_and_rewrap_reseals_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
+        let store = Store::connect(&url, &StoreOptions::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        let start = DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        let clock = Arc::new(ManualClock::new(start));
+        let settings = WebhookSettings::default();
+        let old = Arc::new(Vault::new(&key("k1", 1), &[]));
+        let hooks = Webhooks::new(store.clone(), old, clock.clone(), settings.clone()).unwrap();
+        let new = NewWebhook {
+            url: "https://psa.example/h".into(),
+            description: String::new(),
+            event_types: vec!["tenant.completed".into()],
+            tenant_scope: None,
+            enabled: true,
+            created_by: "key_x".into(),
+        };
+        let (w, first) = hooks.create(new).await.unwrap();
+        let shown = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            first.expose_bytes(),
+        );
+        assert!(!w.secret_sealed.contains(&shown));
+        let (w, second) = hooks.rotate(&w).await.unwrap().unwrap();
+        assert_eq!(w.previous_secret_until, Some(start + TimeDelta::hours(24)));
+        // A stale copy of the subscription cannot rotate again.
+        assert!(
+            hooks
+                .rotate(&WebhookSubscription { secret_sealed: "v1:k1:x".into(), ..w.clone() })
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let signing = hooks.signing_secrets(&w, start).unwrap();
+        assert_eq!(signing.len(), 2);
+        assert_eq!(signing[0].expose_bytes(), second.expose_bytes());
+        assert_eq!(signing[1].expose_bytes(), first.expose_bytes());
+        let after_grace = start + TimeDelta::hours(24);
+        assert_eq!(hooks.signing_secrets(&w, after_grace).unwrap().len(), 1);
+
+        // A new master key: both sealed secrets move to it and open without the old key.
+        let rotated = Vault::new(&key("k2", 2), &[key("k1", 1)]);
+        assert_eq!(Webhooks::rewrap_all(&store, &rotated).await.unwrap(), (1, 1));
+        assert_eq!(Webhooks::rewrap_all(&store, &rotated).await.unwrap(), (1, 0));
+        let w = store.get_webhook(&w.id).await.unwrap().unwrap();
+        assert_eq!(w.secret_key_id, "k2");
+        assert!(w.secret_sealed.starts_with("v1:k2:"), "rewrapped");
+        assert!(w.previous_secret_sealed.as_deref().unwrap().starts_with("v1:k2:"));
+        let only_new = Arc::new(Vault::new(&key("k2", 2), &[]));
+        let hooks = Webhooks::new(store.clone(), only_new, clock, settings).unwrap();
+        let signing = hooks.signing_secrets(&w, start).unwrap();
+        assert_eq!(signing[0].expose_bytes(), second.expose_bytes());
+        assert_eq!(signing[1].expose_bytes(), first.expose_bytes());
+        store.close().await;
+    }
+}
