@@ -15,3 +15,4 @@ mod rollouts;
 mod shutdown;
 mod status;
 mod tenants;
+mod webhooks;

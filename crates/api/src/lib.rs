@@ -47,6 +47,10 @@ pub use v1::{
         CredentialView, ImportReport, PortalCredentialView, TenantPage, TenantView, UpdateTenant,
         VerifyOutcome, VerifyReport, VerifyTenants,
     },
+    webhooks::{
+        AttemptView, CreateWebhook, CreatedWebhook, DeliveryPage, DeliveryView, RotatedSecret,
+        UpdateWebhook, WebhookPage, WebhookView,
+    },
 };
 
 /// Limits and switches of the HTTP layer.
@@ -84,6 +88,8 @@ pub struct AppState {
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
     /// The SSPR readiness reports.
     pub reports: sspr_reporting::readiness::Reports,
+    /// Webhook subscriptions: secrets, rotation, test events.
+    pub webhooks: sspr_reporting::webhooks::Webhooks,
 }
 
 /// Registers every documented route. Used both to serve and to generate the OpenAPI document,

@@ -55,7 +55,14 @@ async fn metrics(state: web::Data<AppState>, caller: Caller) -> Result<HttpRespo
             jobs: store.count_jobs_by_kind_and_state("default").await?,
             attempts: state.queue_metrics.as_ref().map(|m| m.snapshot()),
             graph: state.registry.graph().metrics(),
-            webhook_deliveries: BTreeMap::new(),
+            webhook_deliveries: store.webhook_delivery_counts().await?.into_iter().fold(
+                BTreeMap::new(),
+                |mut by_state, c| {
+                    *by_state.entry(c.state.as_str().to_owned()).or_insert(0) +=
+                        u64::try_from(c.count).unwrap_or(0);
+                    by_state
+                },
+            ),
         }),
     };
     let totals = state.reports.totals(within).await?;

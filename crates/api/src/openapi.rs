@@ -28,6 +28,7 @@ use crate::error::{FieldError, PROBLEM_JSON, Problem};
         (name = "rollouts", description = "Staged SSPR rollouts: plan, start, follow, operate"),
         (name = "tasks", description = "Manual steps a rollout waits for, and their attestation"),
         (name = "reports", description = "SSPR readiness per tenant and across the fleet, JSON or CSV"),
+        (name = "webhooks", description = "Signed webhooks for PSA tools and automation, and their delivery log"),
     ),
     security(("bearer" = []))
 )]

@@ -52,7 +52,7 @@ pub fn open_vault(
 pub fn build_registry(
     settings: &Settings,
     store: &Store,
-    vault: sspr_registry::Vault,
+    vault: impl Into<Arc<sspr_registry::Vault>>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<sspr_registry::Registry> {
     let graph = sspr_graph::GraphClient::new(settings.graph_config())
@@ -64,7 +64,7 @@ pub fn build_registry(
     .context("cannot build the portal client")?;
     Ok(sspr_registry::Registry::new(
         store.clone(),
-        Arc::new(vault),
+        vault.into(),
         graph,
         clock,
         settings.registry_settings(),
@@ -97,6 +97,7 @@ pub struct Application {
     worker: Option<sspr_queue::Worker>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
     report_scheduler: Option<sspr_reporting::readiness::Reports>,
+    webhook_worker: Option<sspr_queue::Worker>,
 }
 
 impl Application {
@@ -130,6 +131,14 @@ impl Application {
                 "master key loaded from the master_key setting"
             ),
         }
+        let vault = Arc::new(vault);
+        let webhooks = sspr_reporting::webhooks::Webhooks::new(
+            store.clone(),
+            vault.clone(),
+            clock.clone(),
+            settings.webhook_settings(),
+        )
+        .context("cannot set up webhooks")?;
         let registry = build_registry(settings, &store, vault, clock.clone())?;
         let reverifier = settings
             .registry
@@ -159,6 +168,17 @@ impl Application {
             .with_wake_signal(enqueuer.wake_signal())
         });
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Webhooks have their own queue and worker beside the engine's, with their own
+        // retry delays; deliveries are queued by the store's outbox, in the transaction of
+        // the event they report.
+        let webhook_worker = settings.engine.run_jobs.then(|| {
+            sspr_queue::Worker::new(
+                store.clone(),
+                clock.clone(),
+                settings.webhook_worker_config(),
+                webhooks.handlers(),
+            )
+        });
         let state = AppState {
             store: store.clone(),
             engine,
@@ -171,6 +191,7 @@ impl Application {
                 max_import_bytes: settings.api.max_import_bytes,
             },
             registry,
+            webhooks,
         };
         let mut server = actix_web::HttpServer::new(move || sspr_api::app(state.clone()))
             // Signals are ours to handle, so every component shuts down in one order.
@@ -185,7 +206,17 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = server.addrs().first().copied().context("the listener has no address")?;
         let server = server.run();
-        Ok(Self { server, addr, store, master_key, reverifier, worker, stopping, report_scheduler })
+        Ok(Self {
+            server,
+            addr,
+            store,
+            master_key,
+            reverifier,
+            worker,
+            webhook_worker,
+            stopping,
+            report_scheduler,
+        })
     }
 
     /// The address the API listens on (useful with port 0).
@@ -225,6 +256,9 @@ impl Application {
             tasks.spawn(reports.run(shutdown.clone()));
         }
         if let Some(worker) = self.worker {
+            tasks.spawn(worker.run(shutdown.clone()));
+        }
+        if let Some(worker) = self.webhook_worker {
             tasks.spawn(worker.run(shutdown.clone()));
         }
         tasks.close();

@@ -268,12 +268,16 @@ async fn rotate_master(settings: &Settings) -> anyhow::Result<()> {
     let report = sspr_registry::Registry::rewrap_all(&store, &vault)
         .await
         .context("cannot re-encrypt the stored secrets")?;
+    let (_, webhooks_rewrapped) = sspr_reporting::webhooks::Webhooks::rewrap_all(&store, &vault)
+        .await
+        .context("cannot re-encrypt the webhook secrets")?;
     master_key::finish_rotation(&file, &old).map_err(|e| anyhow::anyhow!(e))?;
     store.close().await;
     tracing::info!(
         old = old.id(),
         new = new.id(),
         rewrapped = report.rewrapped,
+        webhooks_rewrapped,
         "master key rotated"
     );
     println!(

@@ -40,6 +40,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "registry",
     "engine",
     "reporting",
+    "webhooks",
 ];
 
 /// All settings of the daemon.
@@ -81,6 +82,8 @@ pub struct Settings {
     pub engine: EngineSection,
     /// SSPR readiness report settings.
     pub reporting: ReportingSection,
+    /// Webhook delivery settings.
+    pub webhooks: WebhooksSection,
 }
 
 /// `[reporting]`.
@@ -93,6 +96,25 @@ pub struct ReportingSection {
     pub scheduled_refresh: bool,
     /// How often the scheduler looks for reports to refresh, in seconds.
     pub check_every_secs: u64,
+}
+
+/// `[webhooks]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSection {
+    /// Attempts of one delivery before it is marked failed.
+    pub max_attempts: i32,
+    /// How long one attempt may take, in seconds.
+    pub timeout_secs: u64,
+    /// First retry delay of a failed delivery, in milliseconds (doubles per attempt, with
+    /// jitter).
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    pub retry_max_ms: u64,
+    /// Deliveries sent at once by this process.
+    pub workers: usize,
+    /// How often the webhook queue is polled when idle, in milliseconds.
+    pub idle_poll_ms: u64,
 }
 
 /// `[engine]`.
@@ -372,7 +394,53 @@ impl Settings {
                 "retry_base_ms must be at least 1 and retry_max_ms at least retry_base_ms",
             ));
         }
+        let w = &self.webhooks;
+        if !(1..=sspr_store::WEBHOOK_JOB_MAX_ATTEMPTS).contains(&w.max_attempts) {
+            return Err(SettingsError::new("webhooks.max_attempts", "must be 1 to 100"));
+        }
+        if !(1..=300).contains(&w.timeout_secs) {
+            return Err(SettingsError::new("webhooks.timeout_secs", "must be 1 to 300"));
+        }
+        if w.retry_base_ms == 0 || w.retry_max_ms < w.retry_base_ms {
+            return Err(SettingsError::new(
+                "webhooks.retry_max_ms",
+                "retry_base_ms must be at least 1 and retry_max_ms at least retry_base_ms",
+            ));
+        }
+        if w.workers == 0 {
+            return Err(SettingsError::new("webhooks.workers", "must be at least 1"));
+        }
+        if w.idle_poll_ms == 0 {
+            return Err(SettingsError::new("webhooks.idle_poll_ms", "must be at least 1 ms"));
+        }
         Ok(())
+    }
+
+    /// The webhook sender's settings.
+    pub fn webhook_settings(&self) -> sspr_reporting::webhooks::WebhookSettings {
+        sspr_reporting::webhooks::WebhookSettings {
+            max_attempts: self.webhooks.max_attempts,
+            timeout: Duration::from_secs(self.webhooks.timeout_secs),
+            ..Default::default()
+        }
+    }
+
+    /// The configuration of the worker that sends webhooks: its own queue, so a slow
+    /// receiver never holds up rollout steps, and its own retry delays.
+    pub fn webhook_worker_config(&self) -> sspr_queue::WorkerConfig {
+        sspr_queue::WorkerConfig {
+            id: format!("webhooks-{}-{:08x}", std::process::id(), rand::random::<u32>()),
+            queue: sspr_store::WEBHOOK_QUEUE.into(),
+            // An attempt takes at most the timeout; the lease covers it with room to spare.
+            lease: Duration::from_secs(self.webhooks.timeout_secs.saturating_mul(3).max(30)),
+            concurrency: self.webhooks.workers,
+            backoff: sspr_queue::Backoff {
+                base: Duration::from_millis(self.webhooks.retry_base_ms),
+                max: Duration::from_millis(self.webhooks.retry_max_ms),
+            },
+            idle: Duration::from_millis(self.webhooks.idle_poll_ms),
+            grace: Duration::from_secs(self.api.shutdown_timeout_secs.max(1)),
+        }
     }
 
     /// The Graph client's configuration: base URLs and limits from these settings, everything

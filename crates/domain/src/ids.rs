@@ -117,6 +117,24 @@ prefixed_id!(
     "task_"
 );
 
+prefixed_id!(
+    /// Identifies a webhook subscription: a URL that receives signed events.
+    WebhookId,
+    "whk_"
+);
+prefixed_id!(
+    /// Identifies one delivery of one event to one webhook subscription (retried until it
+    /// succeeds or its attempts are spent).
+    DeliveryId,
+    "whd_"
+);
+prefixed_id!(
+    /// Identifies a webhook message as its receiver sees it (the `webhook-id` header). Stable
+    /// across retries and manual redelivery, so receivers can drop duplicates.
+    MessageId,
+    "msg_"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

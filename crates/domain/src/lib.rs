@@ -14,11 +14,13 @@ mod problem;
 mod redact;
 pub mod rollout;
 mod rollout_spec;
+mod webhook;
 
 pub use access::{Access, Role, RoleParseError, TenantScope};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ids::{
-    ApiKeyId, AuditId, CredentialId, IdParseError, JobId, RolloutId, SnapshotId, TaskId, TenantId,
+    ApiKeyId, AuditId, CredentialId, DeliveryId, IdParseError, JobId, MessageId, RolloutId,
+    SnapshotId, TaskId, TenantId, WebhookId,
 };
 pub use policy::{
     AuthenticatorMode, AuthenticatorSpec, CampaignSpec, DOMAIN_PLACEHOLDER, MAX_PILOT_MEMBERS,
@@ -27,3 +29,4 @@ pub use policy::{
 pub use problem::FieldProblem;
 pub use redact::{is_identifier, redact_field_path, redact_serde_message};
 pub use rollout_spec::{Approval, Gates, MAX_SELECTED_IDS, RolloutSpec, TenantSelector, WavePlan};
+pub use webhook::{TEST_EVENT_TYPE, WebhookEventType, WebhookEventTypeParseError};

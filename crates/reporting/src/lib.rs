@@ -8,3 +8,4 @@
 pub mod metrics;
 pub mod progress;
 pub mod readiness;
+pub mod webhooks;

@@ -20,6 +20,7 @@ mod reports;
 mod rollouts;
 mod tenants;
 mod time;
+mod webhooks;
 
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
@@ -37,4 +38,9 @@ pub use rollouts::{
 pub use tenants::{
     CredentialSummary, LicenceLevel, NewCredential, NewTenant, StoredCredential, Tenant,
     TenantFilter, TenantPatch, TenantStatus, VerificationRecord,
+};
+pub use webhooks::{
+    AttemptRecord, DeliveryAttempt, DeliveryCount, DeliveryState, DeliveryStateParseError,
+    NewDelivery, WEBHOOK_DELIVER_KIND, WEBHOOK_JOB_MAX_ATTEMPTS, WEBHOOK_QUEUE, WebhookDelivery,
+    WebhookPatch, WebhookSubscription,
 };

@@ -23,6 +23,7 @@ use crate::{
     Store, StoreError,
     pool::{with_reader, with_writer},
     time::{from_ms, to_ms},
+    webhooks::{FanOut, fan_out_webhooks},
 };
 
 /// Rollout states in which a rollout is over; entering one sets `finished_at`.
@@ -913,6 +914,15 @@ impl Store {
         update: TenantUpdate,
         event: NewEvent,
     ) -> Result<bool, StoreError> {
+        // The webhook payload names the tenant's reason: the one this change sets, else the
+        // one it keeps (read only for the few events that go to webhooks).
+        let mut fan_out = FanOut::of(id.as_str(), &event, None);
+        if let Some(f) = fan_out.as_mut() {
+            f.reason = match &update.reason {
+                Some(reason) => reason.clone(),
+                None => self.get_rollout_tenant(id, tenant_id).await?.and_then(|t| t.reason),
+            };
+        }
         let event = EventValues::new(&event)?;
         let id = id.as_str();
         let applied = with_writer!(self, pool => {
@@ -929,6 +939,7 @@ impl Store {
                 .build()
                 .execute(&mut *tx)
                 .await?;
+            fan_out_webhooks!(tx, fan_out.as_ref());
             tx.commit().await?;
             true
         });
@@ -952,6 +963,7 @@ impl Store {
         if from.is_empty() {
             return Ok(false);
         }
+        let fan_out = FanOut::of(id.as_str(), &event, reason);
         let event = EventValues::new(&event)?;
         let id = id.as_str();
         let applied = with_writer!(self, pool => {
@@ -968,6 +980,7 @@ impl Store {
                 .build()
                 .execute(&mut *tx)
                 .await?;
+            fan_out_webhooks!(tx, fan_out.as_ref());
             tx.commit().await?;
             true
         });
@@ -1064,13 +1077,18 @@ impl Store {
         id: &RolloutId,
         event: NewEvent,
     ) -> Result<i64, StoreError> {
+        let fan_out = FanOut::of(id.as_str(), &event, None);
         let event = EventValues::new(&event)?;
         let seq: i64 = with_writer!(self, pool => {
-            insert_events_query(id.as_str(), std::slice::from_ref(&event))
+            let mut tx = pool.begin().await?;
+            let seq: i64 = insert_events_query(id.as_str(), std::slice::from_ref(&event))
                 .push(" RETURNING seq")
                 .build_query_scalar()
-                .fetch_one(pool)
-                .await?
+                .fetch_one(&mut *tx)
+                .await?;
+            fan_out_webhooks!(tx, fan_out.as_ref());
+            tx.commit().await?;
+            seq
         });
         Ok(seq)
     }

@@ -7,6 +7,7 @@ pub(crate) mod reports;
 pub(crate) mod rollouts;
 pub(crate) mod tasks;
 pub(crate) mod tenants;
+pub(crate) mod webhooks;
 
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -19,6 +20,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
     rollouts::configure(cfg);
     tasks::configure(cfg);
     tenants::configure(cfg);
+    webhooks::configure(cfg);
 }
 
 /// Checks a human name: 1 to `max` characters after trimming, no control characters.

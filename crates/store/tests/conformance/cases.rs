@@ -10,6 +10,8 @@ use sspr_store::{
     VerificationRecord,
 };
 
+pub(crate) use crate::webhook_cases::*;
+
 fn t(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_790_000_000 + secs, 0).unwrap()
 }

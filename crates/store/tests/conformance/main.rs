@@ -6,6 +6,7 @@
 
 mod cases;
 mod support;
+mod webhook_cases;
 
 /// Expands each case into one test per backend.
 macro_rules! conformance {
@@ -78,6 +79,9 @@ conformance!(
     sspr_report_failures_keep_the_last_good_figures,
     sspr_reports_page_by_tenant_within_reach,
     tenants_due_for_sspr_report_missing_first_then_oldest,
+    webhooks_round_trip_page_patch_rotate_and_delete,
+    webhook_fan_out_is_transactional_and_follows_types_and_scope,
+    webhook_attempts_redelivery_and_counts,
 );
 
 /// Both dialects must carry the same migrations under the same names, so that a database can
