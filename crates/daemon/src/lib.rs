@@ -261,6 +261,7 @@ impl Application {
         if let Some(worker) = self.webhook_worker {
             tasks.spawn(worker.run(shutdown.clone()));
         }
+        tasks.spawn(purge_idempotency_keys(self.store.clone(), shutdown.clone()));
         tasks.close();
         tracing::info!(addr = %self.addr, "serving the API");
         let result = self.server.await.context("the HTTP server failed");
@@ -270,6 +271,23 @@ impl Application {
         self.store.close().await;
         tracing::info!("stopped");
         result
+    }
+}
+
+/// Deletes expired `Idempotency-Key` records once an hour until `shutdown` (every replica may
+/// run it; the deletes are idempotent).
+async fn purge_idempotency_keys(store: Store, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match store.purge_idempotency_keys(SystemClock.now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired idempotency keys deleted"),
+            Err(e) => tracing::warn!(error = %e, "cannot delete expired idempotency keys"),
+        }
     }
 }
 
