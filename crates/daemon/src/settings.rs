@@ -612,6 +612,16 @@ mod tests {
         assert_eq!(err.key, "master_key");
         let err = Settings::load_from(None, env(&[("SSPR_FLEET_LOG", "info,[[[")])).unwrap_err();
         assert_eq!(err.env, "SSPR_FLEET_LOG");
+        let err =
+            Settings::load_from(None, env(&[("SSPR_FLEET_API__RATE_BURST", "0")])).unwrap_err();
+        assert_eq!(err.env, "SSPR_FLEET_API__RATE_BURST");
+        // A rate of 0 switches limiting off, whatever the burst.
+        let s = Settings::load_from(
+            None,
+            env(&[("SSPR_FLEET_API__RATE_PER_SECOND", "0"), ("SSPR_FLEET_API__RATE_BURST", "0")]),
+        )
+        .unwrap();
+        assert_eq!((s.api.rate_per_second, s.api.rate_burst), (0, 0));
     }
 
     #[test]
