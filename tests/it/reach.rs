@@ -298,7 +298,7 @@ async fn a_restricted_key_reaches_nothing_of_another_tenant_on_any_route() {
     let admin = app.client_with(&app.admin_key().await);
     let tenants = onboard_all(&admin, 2).await;
     let (a, b): (TenantId, TenantId) = (tenants[0].parse().unwrap(), tenants[1].parse().unwrap());
-    let key_b = app.issue_key("reach-key-of-b", Role::Admin, Some(&[b.clone()])).await;
+    let key_b = app.issue_key("reach-key-of-b", Role::Admin, Some(std::slice::from_ref(&b))).await;
     let as_b = app.client_with(&key_b.token);
     let as_a = app.client_with(&app.key_with(Role::Admin, Some(&[a])).await);
 
