@@ -105,6 +105,7 @@ set +e
   --workers "$WORKERS" \
   --request-timeout 20 \
   --phases examples,coverage,fuzzing \
+  --generation-database none \
   --suppress-health-check all \
   --no-color \
   "${SEED_ARGS[@]}"
