@@ -29,7 +29,7 @@ pub(crate) fn entra(i: usize) -> String {
 }
 
 /// A fleet of `kinds.len()` tenants, 25 users each.
-fn scenario(kinds: &[Kind]) -> String {
+pub(crate) fn scenario(kinds: &[Kind]) -> String {
     let mut s = String::from("seed = 42\n");
     for (i, kind) in kinds.iter().enumerate() {
         let licence = match kind {
@@ -62,7 +62,7 @@ fn scenario(kinds: &[Kind]) -> String {
 }
 
 /// Fast engine pacing for tests.
-const FAST: &[(&str, &str)] = &[
+pub(crate) const FAST: &[(&str, &str)] = &[
     ("SSPR_FLEET_ENGINE__WAIT_POLL_MS", "150"),
     ("SSPR_FLEET_ENGINE__ADVANCE_MS", "150"),
     ("SSPR_FLEET_ENGINE__IDLE_POLL_MS", "50"),
@@ -71,7 +71,7 @@ const FAST: &[(&str, &str)] = &[
     ("SSPR_FLEET_ENGINE__WORKERS", "16"),
 ];
 
-async fn onboard_all(admin: &TestClient, n: usize) -> Vec<String> {
+pub(crate) async fn onboard_all(admin: &TestClient, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..n {
         let body = json!({

@@ -143,10 +143,23 @@ pub(crate) async fn authenticate(
     match resolve_caller(&req).await {
         Ok(caller) => {
             tracing::Span::current().record("key_id", tracing::field::display(&caller.key_id));
+            if let Some(state) = req.app_data::<web::Data<AppState>>()
+                && let Err(limited) = state.rate_limits.check_key(caller.key_id.as_str())
+            {
+                return Ok(req.error_response(limited).map_into_right_body());
+            }
             req.extensions_mut().insert(caller);
             Ok(next.call(req).await?.map_into_left_body())
         }
-        Err(err) => Ok(req.error_response(err).map_into_right_body()),
+        Err(err) => {
+            let err = match req.app_data::<web::Data<AppState>>() {
+                Some(state) => {
+                    crate::ratelimit::refuse(state, req.peer_addr().map(|a| a.ip()), err)
+                }
+                None => err,
+            };
+            Ok(req.error_response(err).map_into_right_body())
+        }
     }
 }
 

@@ -117,6 +117,12 @@ pub enum ApiError {
     /// No media type the `Accept` header allows can be produced; the ones that can are named.
     #[error("cannot answer in a media type the Accept header allows; available: {0}")]
     NotAcceptable(&'static str),
+    /// Too many requests from this key (or, without a valid key, from this address).
+    #[error("too many requests; retry after {retry_after_secs} seconds")]
+    RateLimited {
+        /// Seconds until a request will be accepted again (`Retry-After`).
+        retry_after_secs: u64,
+    },
     /// The database is unreachable or a query failed; details go to the log only.
     #[error("the database is unavailable")]
     Unavailable(#[source] sspr_store::StoreError),
@@ -154,6 +160,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::NotAcceptable(_) => "not_acceptable",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -240,6 +247,7 @@ impl ResponseError for ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -256,6 +264,11 @@ impl ResponseError for ApiError {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer realm=\"sspr-fleet\""),
             );
+        }
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(*retry_after_secs));
         }
         response
     }

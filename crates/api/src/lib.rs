@@ -17,6 +17,7 @@ mod metrics;
 mod middleware;
 mod openapi;
 pub(crate) mod ops;
+mod ratelimit;
 mod status;
 mod v1;
 
@@ -39,6 +40,7 @@ pub use error::{ApiError, ErrorChain, FieldError, PROBLEM_JSON, Problem};
 pub use middleware::REQUEST_ID_HEADER;
 pub use openapi::{openapi, openapi_json};
 pub use ops::ProbeStatus;
+pub use ratelimit::{RateLimitSettings, RateLimits};
 pub use v1::{
     api_keys::{ApiKeyList, ApiKeyView, ApiRole, CreateApiKey, CreatedApiKey},
     audit::{AuditEntryView, AuditPage, AuditQuery},
@@ -90,6 +92,8 @@ pub struct AppState {
     pub reports: sspr_reporting::readiness::Reports,
     /// Webhook subscriptions: secrets, rotation, test events.
     pub webhooks: sspr_reporting::webhooks::Webhooks,
+    /// The inbound rate limits, shared by every HTTP worker of the process.
+    pub rate_limits: RateLimits,
 }
 
 /// Registers every documented route. Used both to serve and to generate the OpenAPI document,
@@ -158,6 +162,9 @@ pub fn app(
             }),
         )
         .default_service(web::to(fallback::not_matched))
+        // Inside the request context, so a refusal gets a request id and a log line.
+        .wrap(from_fn(ratelimit::anonymous))
+        .wrap(from_fn(middleware::limit_headers))
         .wrap(from_fn(middleware::request_context))
         // Outermost, so it also sees the errors `request_context` turned into responses.
         .wrap(ErrorHandlers::new().default_handler(middleware::problemize))

@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use actix_web::{
     HttpMessage,
-    body::MessageBody,
+    body::{EitherBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
-    http::{Method, header},
+    http::{Method, StatusCode, header},
     middleware::{ErrorHandlerResponse, Next},
     web,
 };
@@ -88,6 +88,29 @@ pub(crate) async fn request_context(
         response.headers_mut().insert(header::HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
     Ok(response)
+}
+
+/// Largest request head (the sum of header names and values) the application accepts. The
+/// HTTP codec itself refuses heads over 128 KiB or with more than 96 headers, with a bare 431
+/// this middleware never sees; below that, this limit answers with a problem.
+pub(crate) const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Refuses requests whose headers together exceed [`MAX_HEADER_BYTES`]: 431
+/// `request_header_fields_too_large`.
+pub(crate) async fn limit_headers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let size: usize =
+        req.headers().iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if size <= MAX_HEADER_BYTES {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    let problem = problem_for_status(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        Some(format!("the request headers are larger than {MAX_HEADER_BYTES} bytes")),
+    );
+    Ok(req.into_response(problem_response(&problem)).map_into_right_body())
 }
 
 fn is_write(method: &Method) -> bool {

@@ -4,7 +4,7 @@
 use utoipa::{
     OpenApi,
     openapi::{
-        ContentBuilder, Ref, RefOr, ResponseBuilder,
+        ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, RefOr, ResponseBuilder, Type,
         security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
     },
 };
@@ -63,6 +63,25 @@ fn problem_response(description: &str) -> RefOr<utoipa::openapi::Response> {
     )
 }
 
+/// 429 `rate_limited`, with the seconds to wait in `Retry-After`.
+fn rate_limited_response() -> RefOr<utoipa::openapi::Response> {
+    let mut response = problem_response(
+        "Too many requests from this API key (or, without a valid key, from this address); \
+         `code` is `rate_limited`",
+    );
+    if let RefOr::T(r) = &mut response {
+        r.headers.insert(
+            "Retry-After".to_owned(),
+            HeaderBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1))))
+                .description(Some("Seconds to wait before the next request"))
+                .build()
+                .into(),
+        );
+    }
+    response
+}
+
 /// Makes every error response problem+json and adds the errors every operation can return.
 pub(crate) fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     for (path, item) in doc.paths.paths.iter_mut() {
@@ -72,6 +91,9 @@ pub(crate) fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::Open
             .flatten()
         {
             let has_body = op.request_body.is_some();
+            let has_query = op.parameters.iter().flatten().any(|p| {
+                matches!(p, RefOr::T(p) if matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query))
+            });
             let responses = &mut op.responses.responses;
             for (status, response) in responses.iter_mut() {
                 let is_error = status.parse::<u16>().map_or(status == "default", |s| s >= 400);
@@ -88,6 +110,12 @@ pub(crate) fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::Open
                 add("403", "The key's role or tenants do not allow this");
                 add("503", "The database is unavailable");
             }
+            if has_query {
+                // Query strings are parsed strictly: an unknown or malformed parameter is 400,
+                // a value out of range (a page size, a cursor) 422.
+                add("400", "A query parameter is unknown or malformed");
+                add("422", "A query parameter is out of range");
+            }
             if has_body {
                 add("400", "The body is not well-formed JSON");
                 add("413", "The body is larger than the limit");
@@ -95,6 +123,9 @@ pub(crate) fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::Open
                 add("422", "A field is invalid");
             }
             add("500", "Unexpected error; the body says nothing more, the log does");
+            if !crate::ratelimit::is_exempt(path) {
+                responses.entry("429".to_owned()).or_insert_with(rate_limited_response);
+            }
         }
     }
     doc

@@ -61,9 +61,12 @@ async fn rollout_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
 
 /// The key of the request, as a caller with at least the viewer role.
 async fn page_caller(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
-    let token = auth::page_token(req.headers()).ok_or(ApiError::Unauthorized)?;
-    let caller = auth::caller_for_token(state, &token).await?;
+    let peer = req.peer_addr().map(|a| a.ip());
+    let refuse = |err| crate::ratelimit::refuse(state, peer, err);
+    let token = auth::page_token(req.headers()).ok_or_else(|| refuse(ApiError::Unauthorized))?;
+    let caller = auth::caller_for_token(state, &token).await.map_err(refuse)?;
     tracing::Span::current().record("key_id", tracing::field::display(&caller.key_id));
+    state.rate_limits.check_key(caller.key_id.as_str())?;
     caller.require(Role::Viewer)?;
     Ok(caller)
 }
@@ -178,6 +181,11 @@ fn respond(outcome: Result<String, ApiError>) -> HttpResponse {
         ApiError::NotFound(_) => {
             (StatusCode::NOT_FOUND, "Not found", "There is no such rollout within your reach.")
         }
+        ApiError::RateLimited { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests",
+            "This key (or address) sent too many requests; the page will load again shortly.",
+        ),
         other => {
             // The cause goes to the log only.
             tracing::error!(error = %ErrorChain(other), code = other.code(), "status page failed");
@@ -203,6 +211,11 @@ fn respond(outcome: Result<String, ApiError>) -> HttpResponse {
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static(CHALLENGE));
+    }
+    if let ApiError::RateLimited { retry_after_secs } = err {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after_secs));
     }
     response
 }

@@ -192,6 +192,10 @@ impl Application {
             },
             registry,
             webhooks,
+            rate_limits: sspr_api::RateLimits::new(sspr_api::RateLimitSettings {
+                per_second: settings.api.rate_per_second,
+                burst: settings.api.rate_burst,
+            }),
         };
         let mut server = actix_web::HttpServer::new(move || sspr_api::app(state.clone()))
             // Signals are ours to handle, so every component shuts down in one order.

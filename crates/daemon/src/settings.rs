@@ -187,6 +187,11 @@ pub struct ApiSection {
     pub max_body_bytes: usize,
     /// Largest import file, in bytes.
     pub max_import_bytes: usize,
+    /// Sustained requests per second per API key (and per client address without a valid
+    /// key); 0 switches rate limiting off.
+    pub rate_per_second: u32,
+    /// Requests a key (or address) may send at once above the sustained rate.
+    pub rate_burst: u32,
     /// HTTP worker threads; 0 for one per core.
     pub workers: usize,
     /// Grace period for in-flight requests on shutdown.
@@ -332,6 +337,12 @@ impl Settings {
         if let Some(key) = &self.master_key {
             crate::master_key::MasterKey::decode(key.expose_secret())
                 .map_err(|e| SettingsError::new("master_key", e))?;
+        }
+        if self.api.rate_per_second > 0 && self.api.rate_burst == 0 {
+            return Err(SettingsError::new(
+                "api.rate_burst",
+                "must be at least 1 when api.rate_per_second is set",
+            ));
         }
         if self.api.max_body_bytes < 1024 {
             return Err(SettingsError::new("api.max_body_bytes", "must be at least 1024"));
@@ -601,6 +612,16 @@ mod tests {
         assert_eq!(err.key, "master_key");
         let err = Settings::load_from(None, env(&[("SSPR_FLEET_LOG", "info,[[[")])).unwrap_err();
         assert_eq!(err.env, "SSPR_FLEET_LOG");
+        let err =
+            Settings::load_from(None, env(&[("SSPR_FLEET_API__RATE_BURST", "0")])).unwrap_err();
+        assert_eq!(err.env, "SSPR_FLEET_API__RATE_BURST");
+        // A rate of 0 switches limiting off, whatever the burst.
+        let s = Settings::load_from(
+            None,
+            env(&[("SSPR_FLEET_API__RATE_PER_SECOND", "0"), ("SSPR_FLEET_API__RATE_BURST", "0")]),
+        )
+        .unwrap();
+        assert_eq!((s.api.rate_per_second, s.api.rate_burst), (0, 0));
     }
 
     #[test]
