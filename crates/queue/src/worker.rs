@@ -153,7 +153,8 @@ impl Worker {
     /// slots and starts them. Returns how many jobs were started (not finished).
     pub async fn tick(&self) -> Result<usize, StoreError> {
         let store = &self.shared.store;
-        let reaped = store.reap_expired_jobs(self.shared.clock.now()).await?;
+        let reaped =
+            store.reap_expired_jobs(&self.queue, &self.id, self.shared.clock.now()).await?;
         if reaped > 0 {
             tracing::warn!(reaped, worker = %self.id, "rescued jobs whose lease expired");
         }
