@@ -478,13 +478,11 @@ impl Store {
     /// died or lost touch): queued again to run at once if attempts remain, failed otherwise,
     /// with `last_error` "lease expired" either way. Returns how many jobs were rescued.
     ///
-    /// Jobs claimed by `reaper` itself are left alone: that worker is alive (it is reaping) and
-    /// renews the leases of the jobs it runs, so their expiry can only be its clock having
-    /// jumped forward past them, and rescuing them would run a live attempt twice at once.
+    /// One queue only: a worker renews its own overtaken leases before it reaps (after a clock
+    /// jump), which it can do for its queue, not for a worker of another queue.
     pub async fn reap_expired_jobs(
         &self,
         queue: &str,
-        reaper: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let done = with_writer!(self, pool => {
@@ -494,12 +492,10 @@ impl Store {
                      run_at = CASE WHEN attempt < max_attempts THEN $1 ELSE run_at END,
                      finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE $1 END,
                      lease_expires_at = NULL, last_error = 'lease expired', updated_at = $1
-                 WHERE state = 'running' AND lease_expires_at <= $1 AND queue = $2
-                   AND claimed_by <> $3",
+                 WHERE state = 'running' AND lease_expires_at <= $1 AND queue = $2",
             )
             .bind(to_ms(now))
             .bind(queue)
-            .bind(reaper)
             .execute(pool)
             .await?
             .rows_affected()
