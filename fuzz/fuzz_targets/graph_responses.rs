@@ -18,6 +18,11 @@ fn decode<T: DeserializeOwned + Serialize>(body: &[u8]) {
     }
 }
 
+/// For the answers that are only ever read (token answers).
+fn decode_only<T: DeserializeOwned>(body: &[u8]) {
+    let _ = serde_json::from_slice::<T>(body);
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((which, body)) = data.split_first() else { return };
     match which % 16 {
@@ -31,8 +36,8 @@ fuzz_target!(|data: &[u8]| {
         7 => decode::<Collection<Organization>>(body),
         8 => decode::<Collection<DirectoryAudit>>(body),
         9 => decode::<GraphErrorBody>(body),
-        10 => decode::<TokenResponse>(body),
-        11 => decode::<TokenErrorBody>(body),
+        10 => decode_only::<TokenResponse>(body),
+        11 => decode_only::<TokenErrorBody>(body),
         12 => decode::<BatchResponse>(body),
         13 => decode::<AuthorizationPolicy>(body),
         14 => decode::<RegistrationEnforcement>(body),
