@@ -67,6 +67,49 @@ struct Shared {
     freed: Notify,
     /// Outcomes and latencies, for `/metrics`.
     metrics: Arc<QueueMetrics>,
+    /// The jobs this worker runs, with their attempt and the lease expiry it last stored.
+    running: std::sync::Mutex<HashMap<sspr_domain::JobId, (i32, DateTime<Utc>)>>,
+}
+
+impl Shared {
+    fn lease_held(&self, job: &Job, until: DateTime<Utc>) {
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(job.id.clone(), (job.attempt, until));
+        }
+    }
+
+    fn finished(&self, job: &Job) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&job.id);
+        }
+    }
+
+    /// Renews the leases of this worker's running jobs that would look expired at `now`,
+    /// before the reaper looks. Heartbeats keep them ahead of the clock, so this only writes
+    /// when the clock jumped forward past them: without it the worker would rescue its own
+    /// live jobs and run them twice at once.
+    async fn renew_overtaken(&self, now: DateTime<Utc>) {
+        let overtaken: Vec<(sspr_domain::JobId, i32)> = match self.running.lock() {
+            Ok(running) => running
+                .iter()
+                .filter(|(_, (_, until))| *until <= now)
+                .map(|(id, (attempt, _))| (id.clone(), *attempt))
+                .collect(),
+            Err(_) => return,
+        };
+        for (id, attempt) in overtaken {
+            match self.store.heartbeat_job(&id, attempt, now, self.lease).await {
+                Ok(true) => {
+                    tracing::warn!(job = %id, "the clock jumped past a running job's lease; renewed");
+                    if let Ok(mut running) = self.running.lock() {
+                        running.insert(id, (attempt, later(now, self.lease)));
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(job = %id, error = %e, "job lease renewal failed"),
+            }
+        }
+    }
 }
 
 /// A job worker. `tick` reaps expired leases and starts the due jobs that fit in its free
@@ -118,6 +161,7 @@ impl Worker {
                 slots: Arc::new(Semaphore::new(concurrency)),
                 freed: Notify::new(),
                 metrics: Arc::new(QueueMetrics::default()),
+                running: std::sync::Mutex::new(HashMap::new()),
             }),
             id: config.id,
             queue: config.queue,
@@ -153,7 +197,9 @@ impl Worker {
     /// slots and starts them. Returns how many jobs were started (not finished).
     pub async fn tick(&self) -> Result<usize, StoreError> {
         let store = &self.shared.store;
-        let reaped = store.reap_expired_jobs(self.shared.clock.now()).await?;
+        let now = self.shared.clock.now();
+        self.shared.renew_overtaken(now).await;
+        let reaped = store.reap_expired_jobs(&self.queue, now).await?;
         if reaped > 0 {
             tracing::warn!(reaped, worker = %self.id, "rescued jobs whose lease expired");
         }
@@ -171,6 +217,7 @@ impl Worker {
         let started = jobs.len();
         for job in jobs {
             let Some(permit) = permits.split(1) else { break };
+            self.shared.lease_held(&job, later(now, self.shared.lease));
             let shared = Arc::clone(&self.shared);
             tokio::spawn(run_job(shared, job, permit));
         }
@@ -258,6 +305,7 @@ async fn run_job(shared: Arc<Shared>, job: Job, permit: OwnedSemaphorePermit) {
                     // The lease is lost: another worker may already run the job, so stop.
                     attempt.abort();
                     shared.metrics.record(&job.kind, wait, started.elapsed(), Outcome::LeaseLost);
+                    shared.finished(&job);
                     drop(permit);
                     shared.freed.notify_one();
                     return;
@@ -273,6 +321,7 @@ async fn run_job(shared: Arc<Shared>, job: Job, permit: OwnedSemaphorePermit) {
     };
     shared.metrics.record(&job.kind, wait, started.elapsed(), counted);
     record(&shared, &job, outcome).await;
+    shared.finished(&job);
     drop(permit);
     shared.freed.notify_one();
 }
@@ -284,7 +333,7 @@ async fn heartbeat(shared: &Shared, job: &Job) {
         tokio::time::sleep(every).await;
         let now = shared.clock.now();
         match shared.store.heartbeat_job(&job.id, job.attempt, now, shared.lease).await {
-            Ok(true) => {}
+            Ok(true) => shared.lease_held(job, later(now, shared.lease)),
             Ok(false) => {
                 tracing::warn!(job = %job.id, attempt = job.attempt, "job lease lost; abandoning");
                 return;

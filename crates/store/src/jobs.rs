@@ -474,10 +474,17 @@ impl Store {
         Ok(done > 0)
     }
 
-    /// Rescues running jobs whose lease ended at or before `now` (their worker died or lost
-    /// touch): queued again to run at once if attempts remain, failed otherwise, with
-    /// `last_error` "lease expired" either way. Returns how many jobs were rescued.
-    pub async fn reap_expired_jobs(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    /// Rescues the running jobs of `queue` whose lease ended at or before `now` (their worker
+    /// died or lost touch): queued again to run at once if attempts remain, failed otherwise,
+    /// with `last_error` "lease expired" either way. Returns how many jobs were rescued.
+    ///
+    /// One queue only: a worker renews its own overtaken leases before it reaps (after a clock
+    /// jump), which it can do for its queue, not for a worker of another queue.
+    pub async fn reap_expired_jobs(
+        &self,
+        queue: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         let done = with_writer!(self, pool => {
             sqlx::query(
                 "UPDATE jobs SET
@@ -485,9 +492,10 @@ impl Store {
                      run_at = CASE WHEN attempt < max_attempts THEN $1 ELSE run_at END,
                      finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE $1 END,
                      lease_expires_at = NULL, last_error = 'lease expired', updated_at = $1
-                 WHERE state = 'running' AND lease_expires_at <= $1",
+                 WHERE state = 'running' AND lease_expires_at <= $1 AND queue = $2",
             )
             .bind(to_ms(now))
+            .bind(queue)
             .execute(pool)
             .await?
             .rows_affected()

@@ -981,10 +981,10 @@ pub(crate) async fn jobs_expired_leases_are_reaped(store: &Store) {
     let job = store.enqueue_job(new_job(0, None)).await.unwrap().0;
     store.claim_jobs("default", "w1", t(0), LEASE, 1).await.unwrap();
     // Not yet expired, and a heartbeat moves the expiry.
-    assert_eq!(store.reap_expired_jobs(t(29)).await.unwrap(), 0);
+    assert_eq!(store.reap_expired_jobs("default", t(29)).await.unwrap(), 0);
     assert!(store.heartbeat_job(&job.id, 1, t(20), LEASE).await.unwrap());
-    assert_eq!(store.reap_expired_jobs(t(49)).await.unwrap(), 0);
-    assert_eq!(store.reap_expired_jobs(t(50)).await.unwrap(), 1);
+    assert_eq!(store.reap_expired_jobs("default", t(49)).await.unwrap(), 0);
+    assert_eq!(store.reap_expired_jobs("default", t(50)).await.unwrap(), 1);
     let rescued = store.get_job(&job.id).await.unwrap().unwrap();
     assert_eq!(rescued.state, JobState::Queued);
     assert_eq!(rescued.run_at, t(50));
@@ -993,12 +993,19 @@ pub(crate) async fn jobs_expired_leases_are_reaped(store: &Store) {
     // The second and last attempt expires too: the job fails.
     let again = store.claim_jobs("default", "w2", t(50), LEASE, 1).await.unwrap().remove(0);
     assert_eq!(again.attempt, 2);
-    assert_eq!(store.reap_expired_jobs(t(100)).await.unwrap(), 1);
+    assert_eq!(store.reap_expired_jobs("default", t(100)).await.unwrap(), 1);
     let failed = store.get_job(&job.id).await.unwrap().unwrap();
     assert_eq!(failed.state, JobState::Failed);
     assert_eq!(failed.finished_at, Some(t(100)));
     assert_eq!(failed.last_error.as_deref(), Some("lease expired"));
-    assert_eq!(store.reap_expired_jobs(t(1000)).await.unwrap(), 0);
+    assert_eq!(store.reap_expired_jobs("default", t(1000)).await.unwrap(), 0);
+
+    // Only the jobs of the queue asked for.
+    let job = store.enqueue_job(new_job(1, None)).await.unwrap().0;
+    store.claim_jobs("default", "w3", t(1000), LEASE, 1).await.unwrap();
+    assert_eq!(store.reap_expired_jobs("webhooks", t(5000)).await.unwrap(), 0);
+    assert_eq!(store.get_job(&job.id).await.unwrap().unwrap().state, JobState::Running);
+    assert_eq!(store.reap_expired_jobs("default", t(5000)).await.unwrap(), 1);
 }
 
 pub(crate) async fn jobs_claim_plan_uses_the_claim_index(store: &Store) {
