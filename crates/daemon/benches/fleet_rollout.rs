@@ -387,8 +387,7 @@ async fn run(p: Params) {
     // SIGTERM, then wait for the graceful stop.
     let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
     let stopped = Instant::now();
-    while child.try_wait().ok().flatten().is_none() && stopped.elapsed() < Duration::from_secs(30)
-    {
+    while child.try_wait().ok().flatten().is_none() && stopped.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(50));
     }
     if child.try_wait().ok().flatten().is_none() {

@@ -64,7 +64,8 @@ macro_rules! claim_sql {
 const CLAIM_SQLITE: &str = claim_sql!("");
 const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE SKIP LOCKED");
 /// The store's completion statement (`Store::complete_job`), verbatim.
-const COMPLETE: &str = "UPDATE jobs SET state = 'succeeded', lease_expires_at = NULL, updated_at = $1,
+const COMPLETE: &str =
+    "UPDATE jobs SET state = 'succeeded', lease_expires_at = NULL, updated_at = $1,
                      finished_at = $1
                  WHERE id = $2 AND attempt = $3 AND state = 'running'";
 
