@@ -189,10 +189,12 @@ impl Api {
 }
 
 /// Starts `serve`, logging to `<data>/serve.log`; returns the child and its base URL.
+// The child is returned to the caller, which stops it and waits for it.
+#[allow(clippy::zombie_processes)]
 async fn serve(cmd: &mut Command, data: &Path) -> (Child, String) {
     let log = data.join("serve.log");
     let file = std::fs::File::create(&log).expect("log file");
-    let child = cmd
+    let mut child = cmd
         .arg("serve")
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("log file"))
@@ -209,7 +211,11 @@ async fn serve(cmd: &mut Command, data: &Path) -> (Child, String) {
         if let Some(addr) = addr {
             return (child, format!("http://{addr}"));
         }
-        assert!(Instant::now() < deadline, "serve did not start:\n{text}");
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve did not start:\n{text}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -457,7 +463,7 @@ async fn run(p: Params) {
         .map(|(k, v)| (k.clone(), v - before.by_endpoint.get(k).copied().unwrap_or(0)))
         .filter(|(_, v)| *v > 0)
         .collect();
-    by_endpoint.sort_by(|a, b| b.1.cmp(&a.1));
+    by_endpoint.sort_by_key(|e| std::cmp::Reverse(e.1));
     let tenants = p.tenants as f64;
     let calls_per_tenant = calls as f64 / tenants;
     let concurrency = p.workers.min(p.workers * 2).min(p.in_flight).min(p.tenants).max(1);
