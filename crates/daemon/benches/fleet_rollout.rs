@@ -24,9 +24,12 @@
 //! violations (`early_requests`), the daemon's peak memory, and the makespan's ratio to its
 //! lower bound, defined in the output as the largest of:
 //!
-//! * concurrency × latency: `calls × mean latency / C`, `C` = min(engine workers, Graph
-//!   concurrency, max in flight, tenants): the engine cannot keep more than `C` calls in flight;
-//! * one tenant's chain: `calls per tenant × mean latency` (a tenant's calls are sequential);
+//! * concurrency × latency: `round trips × mean latency / C`, `C` = min(engine workers, Graph
+//!   concurrency, max in flight, tenants): the engine cannot keep more than `C` requests in
+//!   flight. Round trips are the daemon's own Graph request counters (`/metrics`), where a
+//!   `$batch` of up to 20 items counts once; the simulator counts each item;
+//! * one tenant's chain: `round trips per tenant × mean latency` (a tenant's requests are
+//!   sequential);
 //! * the app-wide write limit, a bucket of 35,000 refilled at 35,000 per 5 minutes:
 //!   `(writes − 35,000) / (35,000 / 300 s)`.
 //!
@@ -280,6 +283,31 @@ fn job_histograms(metrics: &str, name: &str) -> BTreeMap<String, (f64, f64)> {
     out
 }
 
+/// The daemon's Graph client counter `sspr_fleet_graph_requests_total`, per endpoint: HTTP
+/// round trips as the client counts them (a `$batch` of up to 20 items is one).
+fn graph_round_trips(metrics: &str) -> BTreeMap<String, u64> {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("sspr_fleet_graph_requests_total{endpoint=\"")?;
+            let (endpoint, value) = rest.split_once("\"} ")?;
+            Some((endpoint.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+async fn metrics_text(api: &Api) -> String {
+    api.http
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
 async fn run(p: Params) {
     let bin = daemon_binary();
     let mean_latency_s = (p.latency.0 + p.latency.1) as f64 / 2000.0;
@@ -368,6 +396,7 @@ async fn run(p: Params) {
         "onboarded: import {import_s:.1} s, import + verify {onboard_s:.1} s; statuses {verified:?}"
     );
     let before = sim.total_stats();
+    let trips_before = graph_round_trips(&metrics_text(&api).await);
 
     // The rollout.
     let spec = json!({
@@ -414,16 +443,14 @@ async fn run(p: Params) {
     };
     let makespan = started.elapsed().as_secs_f64();
     let after = sim.total_stats();
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .bearer_auth(&api.token)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = metrics_text(&api).await;
+    let trips_after = graph_round_trips(&metrics);
+    let trip = |m: &BTreeMap<String, u64>, f: &dyn Fn(&str) -> bool| -> u64 {
+        m.iter().filter(|(k, _)| f(k)).map(|(_, v)| v).sum()
+    };
+    let round_trips = trip(&trips_after, &|_| true).saturating_sub(trip(&trips_before, &|_| true));
+    let batches = trip(&trips_after, &|k| k == "POST /$batch")
+        .saturating_sub(trip(&trips_before, &|k| k == "POST /$batch"));
     let runs = job_histograms(&metrics, "job_run_seconds");
     let waits = job_histograms(&metrics, "job_wait_seconds");
     let mut jobs = serde_json::Map::new();
@@ -467,8 +494,8 @@ async fn run(p: Params) {
     let tenants = p.tenants as f64;
     let calls_per_tenant = calls as f64 / tenants;
     let concurrency = p.workers.min(p.workers * 2).min(p.in_flight).min(p.tenants).max(1);
-    let lb_concurrency = calls as f64 * mean_latency_s / concurrency as f64;
-    let lb_chain = (calls as f64 / worked as f64) * mean_latency_s;
+    let lb_concurrency = round_trips as f64 * mean_latency_s / concurrency as f64;
+    let lb_chain = (round_trips as f64 / worked as f64) * mean_latency_s;
     // The app-wide write bucket holds 35,000 and refills at 35,000 per 5 minutes.
     let lb_writes = (writes as f64 - APP_WRITE_BURST).max(0.0) / APP_WRITES_PER_SEC;
     let lower_bound = lb_concurrency.max(lb_chain).max(lb_writes);
@@ -511,14 +538,19 @@ async fn run(p: Params) {
     {
         println!("    {:>6.2}  {endpoint}", *n as f64 / completed.max(1) as f64);
     }
+    println!(
+        "  HTTP round trips to Graph (the daemon's client counters): {round_trips} ({:.1} per \
+         completed or failed tenant), of which {batches} `$batch`",
+        round_trips as f64 / worked as f64
+    );
     println!("  429s {throttled}; Retry-After violations (early requests) {early}");
     println!(
         "  daemon peak memory (VmHWM of serve): {peak_mib:.1} MiB (target < {TARGET_PEAK_MIB})"
     );
     println!(
-        "  lower bound {lower_bound:.1} s = max(calls × mean latency / C = {calls} × \
+        "  lower bound {lower_bound:.1} s = max(round trips × mean latency / C = {round_trips} × \
          {mean_latency_s:.3} s / {concurrency} = {lb_concurrency:.1} s; one tenant's chain = \
-         calls per worked tenant × mean latency = {lb_chain:.1} s; (writes − 35,000 burst) / \
+         round trips per worked tenant × mean latency = {lb_chain:.1} s; (writes − 35,000 burst) / \
          {APP_WRITES_PER_SEC:.1} per s = {lb_writes:.1} s), C = min(engine workers, Graph concurrency, max in flight, \
          tenants)"
     );
@@ -552,6 +584,8 @@ async fn run(p: Params) {
         "graph_calls": calls,
         "graph_calls_per_tenant": calls_per_tenant,
         "graph_writes": writes,
+        "graph_round_trips": round_trips,
+        "graph_batches": batches,
         "graph_requests_by_endpoint": by_endpoint.iter().cloned().collect::<BTreeMap<_, _>>(),
         "token_requests": tokens,
         "calls_per_s": calls_per_s,
@@ -562,7 +596,7 @@ async fn run(p: Params) {
         "retry_after_violations": early,
         "daemon_peak_mib": peak_mib,
         "lower_bound": {
-            "definition": "max(calls × mean latency / C, calls per worked tenant × mean latency, \
+            "definition": "max(round trips × mean latency / C, round trips per worked tenant × mean latency, \
                            (writes − 35,000) / (35,000 per 300 s)); C = min(engine workers, Graph \
                            concurrency, max_in_flight, tenants)",
             "concurrency_c": concurrency,
