@@ -838,6 +838,50 @@ impl Store {
         Ok(counts)
     }
 
+    /// How many tenants of the rollout are in each of `states` for each reason, as `(state,
+    /// reason, count)` sorted by state then reason (bytewise); a tenant without a reason counts
+    /// under `"unknown"`. With `within`, only those tenants count. One grouped query, so that
+    /// the rollout view does not load every blocked or failed tenant to count its reasons.
+    pub async fn rollout_reason_counts(
+        &self,
+        id: &RolloutId,
+        states: &[&str],
+        within: Option<&BTreeSet<String>>,
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+        if states.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, String, i64)> = with_reader!(self, pool => {
+            let mut qb = QueryBuilder::new(
+                "SELECT state, COALESCE(reason, 'unknown'), COUNT(*) FROM rollout_tenants \
+                 WHERE rollout_id = ",
+            );
+            qb.push_bind(id.as_str().to_owned());
+            qb.push(" AND state IN (");
+            let mut list = qb.separated(", ");
+            for state in states {
+                list.push_bind((*state).to_owned());
+            }
+            qb.push(")");
+            if let Some(within) = within {
+                push_within(&mut qb, "tenant_id", within);
+            }
+            qb.push(" GROUP BY state, COALESCE(reason, 'unknown')");
+            qb.build_query_as().fetch_all(pool).await?
+        });
+        let mut counts = rows
+            .into_iter()
+            .map(|(state, reason, n)| {
+                u64::try_from(n)
+                    .map(|n| (state, reason, n))
+                    .map_err(|e| corrupt("rollout tenant")(format!("count: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Sorted here rather than in SQL: PostgreSQL would sort by its locale.
+        counts.sort();
+        Ok(counts)
+    }
+
     /// A page of the rollout's tenants, in wave order and by position within a wave (tenant
     /// id breaking ties), optionally only those of `wave`, in `state` or in `within`.
     ///

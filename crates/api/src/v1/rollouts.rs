@@ -210,24 +210,13 @@ pub(crate) async fn view(
     }
     let mut blocked_reasons = BTreeMap::new();
     let mut failed_reasons = BTreeMap::new();
-    for (s, map) in [("blocked", &mut blocked_reasons), ("failed", &mut failed_reasons)] {
-        if total.get(s).copied().unwrap_or(0) == 0 {
-            continue;
-        }
-        let mut after: Option<String> = None;
-        loop {
-            let page = state
-                .store
-                .list_rollout_tenants(&r.id, None, Some(s), within, after.as_deref(), 1000)
-                .await?;
-            for t in &page {
-                *map.entry(t.reason.clone().unwrap_or_else(|| "unknown".into())).or_insert(0) += 1;
-            }
-            if page.len() < 1000 {
-                break;
-            }
-            after = page.last().map(|t| t.tenant_id.clone());
-        }
+    let wanted: Vec<&str> = ["blocked", "failed"]
+        .into_iter()
+        .filter(|s| total.get(*s).copied().unwrap_or(0) > 0)
+        .collect();
+    for (s, reason, n) in state.store.rollout_reason_counts(&r.id, &wanted, within).await? {
+        let map = if s == "blocked" { &mut blocked_reasons } else { &mut failed_reasons };
+        *map.entry(reason).or_insert(0) += n;
     }
     let now = state.clock.now();
     let finish = state.store.rollout_finish_stats(&r.id, within, now - RECENT_WINDOW).await?;

@@ -1476,6 +1476,48 @@ pub(crate) async fn rollout_tenant_counts_per_wave_and_state(store: &Store) {
     assert!(store.rollout_tenant_counts(&unknown, None).await.unwrap().is_empty());
 }
 
+pub(crate) async fn rollout_reason_counts_group_blocked_and_failed_tenants(store: &Store) {
+    let tenants = [("ten_a", 0), ("ten_b", 0), ("ten_c", 1), ("ten_d", 1), ("ten_e", 1)];
+    let id = store.insert_rollout(new_rollout(&tenants, None)).await.unwrap().id;
+    let other = store.insert_rollout(new_rollout(&[("ten_a", 0)], None)).await.unwrap().id;
+    let moves = [
+        ("ten_a", "blocked", Some("license_missing")),
+        ("ten_b", "blocked", Some("license_missing")),
+        ("ten_c", "blocked", Some("consent_missing")),
+        ("ten_d", "failed", None),
+    ];
+    for (at, (tenant, to, reason)) in moves.into_iter().enumerate() {
+        let at = i64::try_from(at).unwrap() + 1;
+        let update =
+            sspr_store::TenantUpdate { reason: Some(reason.map(str::to_owned)), ..move_to(to, at) };
+        let moved = store
+            .transition_rollout_tenant(&id, tenant, "pending", update, event(at, Some(tenant), "t"))
+            .await
+            .unwrap();
+        assert!(moved);
+    }
+    let s = |state: &str, reason: &str, n: u64| (state.to_owned(), reason.to_owned(), n);
+    let counts = store.rollout_reason_counts(&id, &["blocked", "failed"], None).await.unwrap();
+    assert_eq!(
+        counts,
+        vec![
+            s("blocked", "consent_missing", 1),
+            s("blocked", "license_missing", 2),
+            s("failed", "unknown", 1),
+        ]
+    );
+    let counts = store.rollout_reason_counts(&id, &["failed"], None).await.unwrap();
+    assert_eq!(counts, vec![s("failed", "unknown", 1)]);
+    let reach = set_of(&["ten_b", "ten_c", "ten_x"]);
+    let counts = store.rollout_reason_counts(&id, &["blocked", "failed"], Some(&reach)).await;
+    assert_eq!(
+        counts.unwrap(),
+        vec![s("blocked", "consent_missing", 1), s("blocked", "license_missing", 1)]
+    );
+    assert!(store.rollout_reason_counts(&id, &[], None).await.unwrap().is_empty());
+    assert!(store.rollout_reason_counts(&other, &["blocked"], None).await.unwrap().is_empty());
+}
+
 pub(crate) async fn rollout_tenant_transitions_are_fenced(store: &Store) {
     let id =
         store.insert_rollout(new_rollout(&[("ten_a", 0), ("ten_b", 0)], None)).await.unwrap().id;

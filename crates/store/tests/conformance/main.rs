@@ -67,6 +67,7 @@ conformance!(
     rollout_idempotency_key_conflicts_and_is_found,
     rollout_list_newest_first_with_cursor_and_within,
     rollout_tenant_counts_per_wave_and_state,
+    rollout_reason_counts_group_blocked_and_failed_tenants,
     idempotency_keys_claim_replay_mismatch_expire_and_take_over,
     progress_aggregates_count_states_jobs_and_finish_times,
     rollout_tenant_transitions_are_fenced,
