@@ -622,6 +622,9 @@ impl GraphClient {
                     detail: "no responses".into(),
                 })?;
             let mut wait = Duration::ZERO;
+            // The longest Retry-After Graph gave an item: it binds the tenant's next request
+            // whether or not the items are retried here.
+            let mut told = Duration::ZERO;
             let mut retry_ids = Vec::new();
             for r in &responses {
                 let id = r["id"].as_str().unwrap_or("").to_owned();
@@ -636,6 +639,9 @@ impl GraphClient {
                             v.as_str().and_then(|s| s.parse::<u64>().ok()).or_else(|| v.as_u64())
                         })
                         .map(Duration::from_secs);
+                    if matches!(status, 429 | 503) {
+                        told = told.max(after.unwrap_or_default());
+                    }
                     wait = wait
                         .max(after.unwrap_or_else(|| {
                             Duration::from_millis(500 * 2u64.pow(round.min(6)))
@@ -654,6 +660,11 @@ impl GraphClient {
                             && i.depends_on.iter().any(|d| retry_set.contains(d)))
                 })
                 .collect();
+            if !told.is_zero() {
+                // Also when giving up below: whoever sends next to this tenant (a retry of the
+                // whole step, another job) must not come before the Retry-After.
+                self.block_tenant(&tenant.id, told);
+            }
             if next.is_empty() {
                 break;
             }

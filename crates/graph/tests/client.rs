@@ -266,6 +266,35 @@ async fn batches_handle_failed_dependencies_and_per_item_throttling() {
     assert!(matches!(e.client.batch(&t, too_many).await, Err(GraphError::Invalid(_))));
 }
 
+/// A batch that gives up on an item answered 429 still honours its Retry-After: the tenant's
+/// next request, from any caller, waits it out (found by the 10,000-tenant benchmark, where
+/// steps retried by the queue came back before Graph's Retry-After).
+#[tokio::test]
+async fn a_batch_that_gives_up_on_a_throttled_item_still_holds_the_tenant() {
+    let e = env(1.0, |c| c.retry.max_attempts = 1).await;
+    let t = tenant(B);
+    e.sim
+        .set_faults(
+            B,
+            Faults {
+                script: [ScriptedFault { status: 429, retry_after: Some(2) }].into_iter().collect(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let items = vec![BatchItem::get("1", "/organization"), BatchItem::get("2", "/subscribedSkus")];
+    let outcomes = e.client.batch(&t, items).await.unwrap();
+    assert_eq!(
+        outcomes.iter().filter(|o| o.status == 429).count(),
+        1,
+        "one item was throttled and not retried: {outcomes:?}"
+    );
+    assert!(e.client.blocked_until(B).is_some(), "the tenant waits out the Retry-After");
+    // The next request goes out only after the Retry-After, so it is not early.
+    e.client.organization(&t).await.unwrap();
+    assert_eq!(e.sim.stats(B).unwrap().early_requests, 0);
+}
+
 #[tokio::test]
 async fn a_tenant_that_keeps_failing_is_set_aside_without_affecting_others() {
     let e = env(0.0, |c| {
