@@ -581,6 +581,30 @@ where
     qb
 }
 
+/// A fenced change and its event in one transaction: `$update` (run on `$tx`, giving the rows
+/// it changed), then, only if it changed a row, the event `$event` of rollout `$id` and its
+/// webhook deliveries (`$fan_out`). Returns `Ok(false)`, with nothing written, when the fence
+/// did not hold.
+macro_rules! fenced_change {
+    ($self:ident, $tx:ident => $update:expr, $id:expr, $event:expr, $fan_out:expr) => {{
+        let applied = with_writer!($self, pool => {
+            let mut $tx = pool.begin().await?;
+            let updated: u64 = $update;
+            if updated == 0 {
+                return Ok(false);
+            }
+            insert_events_query($id, std::slice::from_ref($event))
+                .build()
+                .execute(&mut *$tx)
+                .await?;
+            fan_out_webhooks!($tx, $fan_out);
+            $tx.commit().await?;
+            true
+        });
+        Ok(applied)
+    }};
+}
+
 /// The fenced `UPDATE` of [`Store::transition_rollout_tenant`]: only the fields `update` sets.
 fn transition_query<DB: sqlx::Database>(
     rollout_id: &str,
@@ -969,25 +993,11 @@ impl Store {
         }
         let event = EventValues::new(&event)?;
         let id = id.as_str();
-        let applied = with_writer!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let updated = transition_query(id, tenant_id, from, &update)
-                .build()
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if updated == 0 {
-                return Ok(false);
-            }
-            insert_events_query(id, std::slice::from_ref(&event))
-                .build()
-                .execute(&mut *tx)
-                .await?;
-            fan_out_webhooks!(tx, fan_out.as_ref());
-            tx.commit().await?;
-            true
-        });
-        Ok(applied)
+        fenced_change!(self, tx => transition_query(id, tenant_id, from, &update)
+            .build()
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(), id, &event, fan_out.as_ref())
     }
 
     /// Moves the rollout to state `to` with reason `reason` (cleared when `None`), only if its
@@ -1010,25 +1020,11 @@ impl Store {
         let fan_out = FanOut::of(id.as_str(), &event, reason);
         let event = EventValues::new(&event)?;
         let id = id.as_str();
-        let applied = with_writer!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let updated = rollout_state_query(id, from, to, reason, event.at)
-                .build()
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if updated == 0 {
-                return Ok(false);
-            }
-            insert_events_query(id, std::slice::from_ref(&event))
-                .build()
-                .execute(&mut *tx)
-                .await?;
-            fan_out_webhooks!(tx, fan_out.as_ref());
-            tx.commit().await?;
-            true
-        });
-        Ok(applied)
+        fenced_change!(self, tx => rollout_state_query(id, from, to, reason, event.at)
+            .build()
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(), id, &event, fan_out.as_ref())
     }
 
     /// Sets the rollout's current wave to `to`, only if it is `from`, and appends `event` in
@@ -1043,9 +1039,9 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let event = EventValues::new(&event)?;
         let id = id.as_str();
-        let applied = with_writer!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let updated = sqlx::query(
+        // A wave change is no webhook event.
+        let no_fan_out: Option<&crate::webhooks::FanOut> = None;
+        fenced_change!(self, tx => sqlx::query(
                 "UPDATE rollouts SET current_wave = $1, updated_at = $2
                  WHERE id = $3 AND current_wave = $4",
             )
@@ -1055,18 +1051,7 @@ impl Store {
             .bind(from)
             .execute(&mut *tx)
             .await?
-            .rows_affected();
-            if updated == 0 {
-                return Ok(false);
-            }
-            insert_events_query(id, std::slice::from_ref(&event))
-                .build()
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            true
-        });
-        Ok(applied)
+            .rows_affected(), id, &event, no_fan_out)
     }
 
     /// Approves the gate of the rollout's tenants not approved yet, in one transaction:
