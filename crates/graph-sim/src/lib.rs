@@ -86,9 +86,18 @@ pub struct TenantStats {
     pub token_requests: u64,
     /// 429 responses sent.
     pub throttled: u64,
+    /// 429 responses sent to write requests (counted in `writes` too).
+    #[serde(default)]
+    pub throttled_writes: u64,
     /// Requests that arrived while a `Retry-After` given to the same app in this tenant was
     /// still running.
     pub early_requests: u64,
+    /// Early requests per endpoint, as `METHOD /path/template`.
+    #[serde(default)]
+    pub early_by_endpoint: BTreeMap<String, u64>,
+    /// The most milliseconds an early request came before its `Retry-After` ended.
+    #[serde(default)]
+    pub early_ms_max: i64,
     /// Injected faults served (503, 504, drops, scripted).
     pub faults: u64,
     /// Requests per endpoint, as `METHOD /path/template`.
@@ -340,7 +349,12 @@ impl GraphSim {
             total.writes += s.writes;
             total.token_requests += s.token_requests;
             total.throttled += s.throttled;
+            total.throttled_writes += s.throttled_writes;
             total.early_requests += s.early_requests;
+            total.early_ms_max = total.early_ms_max.max(s.early_ms_max);
+            for (k, v) in &s.early_by_endpoint {
+                *total.early_by_endpoint.entry(k.clone()).or_default() += v;
+            }
             total.faults += s.faults;
             for (k, v) in &s.by_endpoint {
                 *total.by_endpoint.entry(k.clone()).or_default() += v;

@@ -130,10 +130,18 @@ pub(crate) fn cost(method: &str, path: &str, query: &str) -> (u32, bool) {
 
 impl Throttle {
     /// Whether the (app, tenant) pair is inside a `Retry-After` it was given (a violation).
+    #[cfg(test)]
     pub(crate) fn is_early(&self, app: &str, tenant: &str, now_ms: i64) -> bool {
+        self.early_by_ms(app, tenant, now_ms).is_some()
+    }
+
+    /// How many milliseconds before the end of a running `Retry-After` a request of the pair
+    /// arrived, if it did (a violation).
+    pub(crate) fn early_by_ms(&self, app: &str, tenant: &str, now_ms: i64) -> Option<i64> {
         self.retry_after_until
             .get(&(app.to_owned(), tenant.to_owned()))
-            .is_some_and(|&until| now_ms < until)
+            .filter(|&&until| now_ms < until)
+            .map(|&until| until - now_ms)
     }
 
     /// Starts holding `Retry-After`s back (a batch is being evaluated).

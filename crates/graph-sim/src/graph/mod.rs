@@ -248,14 +248,16 @@ impl GraphSim {
     ) {
         let ti = token.tenant;
         let tenant_id = world.tenants[ti].id.clone();
-        let early = world.throttle.is_early(&token.client_id, &tenant_id, now_ms);
+        let early = world.throttle.early_by_ms(&token.client_id, &tenant_id, now_ms);
         let stats = &mut world.stats[ti];
         stats.requests += 1;
         if !method.eq_ignore_ascii_case("GET") {
             stats.writes += 1;
         }
-        if early {
+        if let Some(ms) = early {
             stats.early_requests += 1;
+            stats.early_ms_max = stats.early_ms_max.max(ms);
+            *stats.early_by_endpoint.entry(endpoint.clone()).or_default() += 1;
         }
         *stats.by_endpoint.entry(endpoint).or_default() += 1;
     }
@@ -319,6 +321,9 @@ impl GraphSim {
             Ok(c) => c,
             Err(t) => {
                 world.stats[ti].throttled += 1;
+                if write {
+                    world.stats[ti].throttled_writes += 1;
+                }
                 world.throttle.told_to_wait(
                     &token.client_id,
                     &tenant_id,
