@@ -163,8 +163,12 @@ pub struct GraphSection {
     pub max_concurrency: usize,
     /// Per-tenant concurrency cap.
     pub per_tenant_concurrency: usize,
-    /// Share of the documented limits to use.
+    /// Share of the documented per-tenant limits to use.
     pub rate_share: f64,
+    /// Share of the documented app-wide limits this process uses.
+    pub app_share: f64,
+    /// How members are added to groups.
+    pub member_add: sspr_graph::MemberAdd,
     /// Request timeout, in seconds.
     pub request_timeout_secs: u64,
 }
@@ -353,6 +357,9 @@ impl Settings {
                 "must be more than 0 and at most 1",
             ));
         }
+        if !(self.graph.app_share > 0.0 && self.graph.app_share <= 1.0) {
+            return Err(SettingsError::new("graph.app_share", "must be more than 0 and at most 1"));
+        }
         if self.graph.max_concurrency == 0 || self.graph.per_tenant_concurrency == 0 {
             return Err(SettingsError::new(
                 "graph.max_concurrency",
@@ -462,6 +469,8 @@ impl Settings {
         cfg.max_concurrency = self.graph.max_concurrency;
         cfg.per_tenant_concurrency = self.graph.per_tenant_concurrency;
         cfg.rate_share = self.graph.rate_share;
+        cfg.app_share = self.graph.app_share;
+        cfg.member_add = self.graph.member_add;
         cfg.request_timeout = Duration::from_secs(self.graph.request_timeout_secs.max(1));
         cfg
     }

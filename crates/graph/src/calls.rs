@@ -7,12 +7,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::{
-    GraphClient, GraphError, Tenant,
+    GraphClient, GraphError, MemberAdd, Tenant,
     client::{Call, Reply},
     types::{
         AuthenticationMethodsPolicy, AuthorizationPolicy, Collection, DirectoryAudit, Group,
-        MethodConfigPatch, MethodConfiguration, MethodId, NewSecurityGroup, Organization,
-        SubscribedSku, User, UserRegistrationDetails, UserRegistrationFeatureSummary,
+        MAX_BIND_MEMBERS, MethodConfigPatch, MethodConfiguration, MethodId, NewSecurityGroup,
+        Organization, SubscribedSku, User, UserRegistrationDetails, UserRegistrationFeatureSummary,
+        members_bind_body,
     },
 };
 
@@ -420,9 +421,91 @@ impl GraphClient {
         }
     }
 
-    /// Adds many members through `$batch` (20 `$ref` additions per request), each item
-    /// retried on 429 on its own. Returns one result per object id, in order.
+    /// Adds many members, as [`crate::GraphConfig::member_add`] says: by `members@odata.bind`
+    /// (20 members per `PATCH /groups/{id}`, up to 20 of those per `$batch`), or by one `$ref`
+    /// addition per member (20 per `$batch`). Items are retried on 429 on their own. Returns
+    /// one result per object id, in order; an existing membership is
+    /// [`AddMember::AlreadyMember`].
     pub async fn add_group_members(
+        &self,
+        tenant: &Tenant,
+        group_id: &str,
+        object_ids: &[String],
+    ) -> Result<Vec<(String, Result<AddMember, String>)>, GraphError> {
+        match self.config().member_add {
+            MemberAdd::Ref => self.add_group_members_by_ref(tenant, group_id, object_ids).await,
+            MemberAdd::Bind => self.add_group_members_by_bind(tenant, group_id, object_ids).await,
+        }
+    }
+
+    /// `PATCH /groups/{id}` with `members@odata.bind`, 20 members a request, 20 requests a
+    /// `$batch`. The bind is atomic: a request refused because one of its members already is
+    /// one adds nobody, so its members are added again one by one by `$ref`.
+    async fn add_group_members_by_bind(
+        &self,
+        tenant: &Tenant,
+        group_id: &str,
+        object_ids: &[String],
+    ) -> Result<Vec<(String, Result<AddMember, String>)>, GraphError> {
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<String> =
+            object_ids.iter().filter(|id| seen.insert(id.to_ascii_lowercase())).cloned().collect();
+        let base = &self.config().graph_url;
+        let mut results: Vec<(String, Result<AddMember, String>)> = Vec::new();
+        let mut one_by_one: Vec<String> = Vec::new();
+        let requests: Vec<&[String]> = unique.chunks(MAX_BIND_MEMBERS).collect();
+        for batch in requests.chunks(20) {
+            let mut items = Vec::with_capacity(batch.len());
+            for (i, chunk) in batch.iter().enumerate() {
+                let body = members_bind_body(base, chunk)
+                    .map_err(|e| GraphError::Invalid(format!("invalid member list: {e}")))?;
+                items.push(BatchItem {
+                    id: i.to_string(),
+                    method: Method::PATCH,
+                    url: format!("/groups/{group_id}"),
+                    body: Some(body),
+                    depends_on: Vec::new(),
+                });
+            }
+            let outcomes = self.batch(tenant, items).await?;
+            for (i, chunk) in batch.iter().enumerate() {
+                match outcomes.iter().find(|o| o.id == i.to_string()) {
+                    Some(o) if o.is_success() => {
+                        results.extend(chunk.iter().map(|id| (id.clone(), Ok(AddMember::Added))));
+                    }
+                    Some(o) if already_member(o) => one_by_one.extend(chunk.iter().cloned()),
+                    Some(o) => {
+                        let e = format!("{} {}", o.status, o.error_code().unwrap_or(""));
+                        results.extend(chunk.iter().map(|id| (id.clone(), Err(e.clone()))));
+                    }
+                    None => results.extend(
+                        chunk
+                            .iter()
+                            .map(|id| (id.clone(), Err("missing from the batch response".into()))),
+                    ),
+                }
+            }
+        }
+        if !one_by_one.is_empty() {
+            results.extend(self.add_group_members_by_ref(tenant, group_id, &one_by_one).await?);
+        }
+        // One result per id given, in the order given.
+        let by_id: std::collections::HashMap<String, Result<AddMember, String>> =
+            results.into_iter().map(|(id, r)| (id.to_ascii_lowercase(), r)).collect();
+        Ok(object_ids
+            .iter()
+            .map(|id| {
+                let r = by_id
+                    .get(&id.to_ascii_lowercase())
+                    .cloned()
+                    .unwrap_or_else(|| Err("not sent".into()));
+                (id.clone(), r)
+            })
+            .collect())
+    }
+
+    /// One `POST /groups/{id}/members/$ref` per member, 20 per `$batch`.
+    async fn add_group_members_by_ref(
         &self,
         tenant: &Tenant,
         group_id: &str,
@@ -446,15 +529,7 @@ impl GraphClient {
                 let o = outcomes.iter().find(|o| o.id == i.to_string());
                 let result = match o {
                     Some(o) if o.is_success() => Ok(AddMember::Added),
-                    Some(o)
-                        if o.status == 400
-                            && o.body
-                                .as_ref()
-                                .and_then(|b| b["error"]["message"].as_str())
-                                .is_some_and(|m| m.starts_with(ALREADY_MEMBER)) =>
-                    {
-                        Ok(AddMember::AlreadyMember)
-                    }
+                    Some(o) if already_member(o) => Ok(AddMember::AlreadyMember),
                     Some(o) => Err(format!("{} {}", o.status, o.error_code().unwrap_or(""))),
                     None => Err("missing from the batch response".into()),
                 };
@@ -607,9 +682,21 @@ impl GraphClient {
                     r
                 })
                 .collect();
+            // The limits count a batch's items, not the envelope.
+            let charge = pending.iter().fold(
+                crate::limits::Charge { resource_units: 0, writes: 0 },
+                |acc, i| {
+                    let c = crate::client::charge_of(&i.method, &i.url);
+                    crate::limits::Charge {
+                        resource_units: acc.resource_units + c.resource_units,
+                        writes: acc.writes + c.writes,
+                    }
+                },
+            );
             let call = Call::new(Method::POST, "/$batch", "POST /$batch")
                 .body(json!({"requests": requests}))
-                .refs(refs.iter().cloned());
+                .refs(refs.iter().cloned())
+                .charge(charge);
             let reply = self.send(tenant, call).await?;
             let responses = reply
                 .body
@@ -621,10 +708,9 @@ impl GraphClient {
                     endpoint: "POST /$batch",
                     detail: "no responses".into(),
                 })?;
+            // The longest Retry-After Graph gave an item binds the tenant's next request
+            // whether or not the items are retried here: `send` has held the tenant for it.
             let mut wait = Duration::ZERO;
-            // The longest Retry-After Graph gave an item: it binds the tenant's next request
-            // whether or not the items are retried here.
-            let mut told = Duration::ZERO;
             let mut retry_ids = Vec::new();
             for r in &responses {
                 let id = r["id"].as_str().unwrap_or("").to_owned();
@@ -639,9 +725,6 @@ impl GraphClient {
                             v.as_str().and_then(|s| s.parse::<u64>().ok()).or_else(|| v.as_u64())
                         })
                         .map(Duration::from_secs);
-                    if matches!(status, 429 | 503) {
-                        told = told.max(after.unwrap_or_default());
-                    }
                     wait = wait
                         .max(after.unwrap_or_else(|| {
                             Duration::from_millis(500 * 2u64.pow(round.min(6)))
@@ -660,11 +743,6 @@ impl GraphClient {
                             && i.depends_on.iter().any(|d| retry_set.contains(d)))
                 })
                 .collect();
-            if !told.is_zero() {
-                // Also when giving up below: whoever sends next to this tenant (a retry of the
-                // whole step, another job) must not come before the Retry-After.
-                self.block_tenant(&tenant.id, told);
-            }
             if next.is_empty() {
                 break;
             }
@@ -676,6 +754,16 @@ impl GraphClient {
         }
         Ok(done.into_values().collect())
     }
+}
+
+/// Whether a `$batch` item was refused because a member it adds already is one (Graph's 400
+/// "One or more added object references already exist ...").
+fn already_member(o: &BatchOutcome) -> bool {
+    o.status == 400
+        && o.body
+            .as_ref()
+            .and_then(|b| b["error"]["message"].as_str())
+            .is_some_and(|m| m.starts_with(ALREADY_MEMBER))
 }
 
 /// Group ids a policy or configuration body targets (for replication-delay retries).

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::{
     Credential, GraphConfig, GraphError, MetricsSnapshot, SizeClass,
     breaker::Breakers,
-    limits::Limits,
+    limits::{Charge, Limits},
     metrics::Metrics,
     token::{AccessToken, TokenCache, TokenInfo},
 };
@@ -47,6 +47,9 @@ pub(crate) struct Call {
     /// Whether only a 404 can mean a referred object is not replicated yet (the object is the
     /// resource the URL names); otherwise a 400 can too (an object named in the body).
     pub(crate) refs_in_path: bool,
+    /// What the request costs against the limits, when not its own method and path (a
+    /// `$batch` costs its items).
+    pub(crate) charge: Option<Charge>,
 }
 
 impl Call {
@@ -58,7 +61,14 @@ impl Call {
             endpoint,
             refs: Vec::new(),
             refs_in_path: false,
+            charge: None,
         }
+    }
+
+    /// Charges the request as `charge` instead of by its own method and path.
+    pub(crate) fn charge(mut self, charge: Charge) -> Self {
+        self.charge = Some(charge);
+        self
     }
 
     /// The referred objects are the resource the URL names: a 400 about it is a refusal, never
@@ -118,6 +128,45 @@ pub(crate) fn cost(method: &Method, path: &str) -> (u32, bool) {
         cost -= 1;
     }
     (cost.max(1) as u32, write)
+}
+
+/// What a request costs against the limits, from its method and path.
+pub(crate) fn charge_of(method: &Method, path: &str) -> Charge {
+    let (resource_units, write) = cost(method, path);
+    Charge { resource_units, writes: u32::from(write) }
+}
+
+/// The `Retry-After` of each `$batch` item answered 429 or 503, and the scope of each 429.
+fn batch_throttling(body: Option<&Value>) -> Vec<(Option<Duration>, Option<String>)> {
+    let Some(items) = body.and_then(|b| b.get("responses")).and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter(|r| matches!(r["status"].as_u64(), Some(429 | 503)))
+        .map(|r| {
+            let header = |name: &str| {
+                r["headers"].as_object().and_then(|h| {
+                    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+                })
+            };
+            let after = header("retry-after")
+                .and_then(|v| v.as_str().and_then(|s| s.trim().parse::<u64>().ok()).or(v.as_u64()))
+                .map(Duration::from_secs);
+            let scope = header("x-ms-throttle-scope").and_then(Value::as_str).map(str::to_owned);
+            (after, scope)
+        })
+        .collect()
+}
+
+/// Whether a throttling scope (`x-ms-throttle-scope`) is the app as a whole, and whether only
+/// its writes: `Application/Write/<app>/` holds writes, `Application/ReadWrite/...` everything.
+fn app_scope(scope: &str) -> Option<bool> {
+    let mut parts = scope.split('/');
+    if !parts.next()?.eq_ignore_ascii_case("Application") {
+        return None;
+    }
+    Some(parts.next().is_some_and(|kind| kind.eq_ignore_ascii_case("Write")))
 }
 
 /// Reads `Retry-After` (seconds or an HTTP date).
@@ -381,12 +430,9 @@ impl GraphClient {
                 Attempt::Retry { error, wait, block_tenant } => (error, wait, block_tenant, false),
                 Attempt::Replicating { error, wait } => (error, wait, false, true),
             };
-            if block_tenant {
-                // The whole tenant waits, whether or not this call retries: a Retry-After binds
-                // the tenant's next call too. Its next call (this retry included) passes the
-                // gate only after the wait.
-                self.inner.limits.block(&tenant.id, Instant::now() + wait);
-            }
+            // With `block_tenant`, `attempt` has already held the whole tenant for `wait`
+            // (before giving its slot back), whether or not this call retries: a Retry-After
+            // binds the tenant's next call too, and this retry passes the gate only after it.
             // Replication delay is retried for as long as the object is new (the replication
             // window); other failures for a number of attempts; both within the time budget.
             let out_of_attempts = !replicating && attempt >= cfg.retry.max_attempts;
@@ -430,12 +476,11 @@ impl GraphClient {
         } else {
             format!("{}/v1.0{}", cfg.graph_url, call.path)
         };
-        let (cost, write) = cost(&call.method, &call.path);
-        let _permits = self
-            .inner
-            .limits
-            .ready(tenant.credential.client_id(), &tenant.id, tenant.size, cost, write, slot)
-            .await;
+        let charge = call.charge.unwrap_or_else(|| charge_of(&call.method, &call.path));
+        let app = tenant.credential.client_id();
+        // Held until this function returns: every hold a `Retry-After` puts on the tenant is
+        // in place before its next request can take the slot.
+        let _permits = self.inner.limits.ready(app, &tenant.id, tenant.size, charge, slot).await;
         let client_request_id = uuid::Uuid::new_v4().to_string();
         let span = tracing::info_span!(
             "graph.call",
@@ -470,19 +515,23 @@ impl GraphClient {
         let retry = attempt > 1;
         let (status, headers, bytes) = match result {
             Err(_) => {
-                self.inner.metrics.record(&tenant.id, call.endpoint, None, latency_ms, retry);
+                self.inner.metrics.record(call.endpoint, None, latency_ms, retry);
                 let error =
                     GraphError::Timeout { endpoint: call.endpoint, timeout: cfg.request_timeout };
-                return Attempt::Retry { error, wait: self.backoff(attempt), block_tenant: true };
+                let wait = self.backoff(attempt);
+                self.inner.limits.block(&tenant.id, Instant::now() + wait);
+                return Attempt::Retry { error, wait, block_tenant: true };
             }
             Ok(Err(e)) => {
-                self.inner.metrics.record(&tenant.id, call.endpoint, None, latency_ms, retry);
+                self.inner.metrics.record(call.endpoint, None, latency_ms, retry);
                 let error = GraphError::Transport { endpoint: call.endpoint, source: e };
-                return Attempt::Retry { error, wait: self.backoff(attempt), block_tenant: true };
+                let wait = self.backoff(attempt);
+                self.inner.limits.block(&tenant.id, Instant::now() + wait);
+                return Attempt::Retry { error, wait, block_tenant: true };
             }
             Ok(Ok(parts)) => parts,
         };
-        self.inner.metrics.record(&tenant.id, call.endpoint, Some(status), latency_ms, retry);
+        self.inner.metrics.record(call.endpoint, Some(status), latency_ms, retry);
         let body: Option<Value> =
             if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
         let request_id = headers.get("request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -491,6 +540,21 @@ impl GraphClient {
             span.record("request_id", id.as_str());
         }
         if (200..300).contains(&status) {
+            if call.endpoint == "POST /$batch" {
+                // Items of a `$batch` answered 429 or 503: their `Retry-After` binds the tenant
+                // (and, for an app-wide scope, the app) whatever the caller does with them.
+                let mut told = Duration::ZERO;
+                for (after, scope) in batch_throttling(body.as_ref()) {
+                    let after = after.unwrap_or_default();
+                    told = told.max(after);
+                    if let Some(writes_only) = scope.as_deref().and_then(app_scope) {
+                        self.inner.limits.block_app(app, Instant::now() + after, writes_only);
+                    }
+                }
+                if !told.is_zero() {
+                    self.inner.limits.block(&tenant.id, Instant::now() + told);
+                }
+            }
             return Attempt::Done(Reply { body });
         }
         let error_code =
@@ -509,7 +573,16 @@ impl GraphClient {
             client_request_id,
             retry_after: after,
         };
-        match status {
+        if status == 429
+            && let Some(writes_only) =
+                headers.get("x-ms-throttle-scope").and_then(|v| v.to_str().ok()).and_then(app_scope)
+        {
+            // The app as a whole is over a limit: every tenant's next request (or next write)
+            // would be refused too, so all of them wait.
+            let wait = after.unwrap_or_else(|| self.backoff(attempt));
+            self.inner.limits.block_app(app, Instant::now() + wait, writes_only);
+        }
+        let outcome = match status {
             401 if attempt == 1 => {
                 self.inner
                     .tokens
@@ -532,7 +605,11 @@ impl GraphClient {
                 Attempt::Replicating { error, wait: self.backoff(attempt.min(4)) }
             }
             _ => Attempt::Fail(error),
+        };
+        if let Attempt::Retry { wait, block_tenant: true, .. } = &outcome {
+            self.inner.limits.block(&tenant.id, Instant::now() + *wait);
         }
+        outcome
     }
 }
 
@@ -547,6 +624,34 @@ mod tests {
         assert_eq!(cost(&Method::GET, "/subscribedSkus"), (3, false));
         assert_eq!(cost(&Method::GET, "/groups/x/members?$top=10"), (2, false));
         assert_eq!(cost(&Method::PATCH, "/policies/authenticationMethodsPolicy"), (1, true));
+    }
+
+    #[test]
+    fn throttling_scopes_of_the_whole_app_are_recognised() {
+        assert_eq!(app_scope("Application/Write/app-id/"), Some(true));
+        assert_eq!(app_scope("Application/ReadWrite/app-id/"), Some(false));
+        assert_eq!(app_scope("Tenant_Application/ReadWrite/app-id/tenant"), None);
+        assert_eq!(app_scope("Tenant/Write//tenant"), None);
+        assert_eq!(app_scope(""), None);
+    }
+
+    #[test]
+    fn a_batchs_throttled_items_are_read_with_their_waits_and_scopes() {
+        let body = serde_json::json!({"responses": [
+            {"id": "1", "status": 204, "headers": {}},
+            {"id": "2", "status": 429, "headers": {"Retry-After": "7", "x-ms-throttle-scope": "Application/Write/a/"}},
+            {"id": "3", "status": 503, "headers": {"retry-after": 3}},
+            {"id": "4", "status": 424},
+        ]});
+        let found = batch_throttling(Some(&body));
+        assert_eq!(
+            found,
+            vec![
+                (Some(Duration::from_secs(7)), Some("Application/Write/a/".to_owned())),
+                (Some(Duration::from_secs(3)), None),
+            ]
+        );
+        assert!(batch_throttling(None).is_empty());
     }
 
     #[test]

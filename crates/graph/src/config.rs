@@ -60,6 +60,21 @@ impl Default for RetryPolicy {
     }
 }
 
+/// How members are added to a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberAdd {
+    /// `PATCH /groups/{id}` with `members@odata.bind`, 20 members per request (atomic), up to
+    /// 20 such requests per `$batch`. Graph's write limits count requests, so this is one
+    /// write per 20 members (the per-request cost is documented; that a bind of 20 costs one
+    /// write is not confirmed by Microsoft).
+    #[default]
+    Bind,
+    /// `POST /groups/{id}/members/$ref`, one member per request (one write each), 20 per
+    /// `$batch`.
+    Ref,
+}
+
 /// Everything the client needs to know.
 #[derive(Debug, Clone)]
 pub struct GraphConfig {
@@ -78,10 +93,17 @@ pub struct GraphConfig {
     /// Most Graph requests in flight per tenant. With 1, no request of a tenant can be sent
     /// while a `Retry-After` from that tenant is on its way back, so none arrives early.
     pub per_tenant_concurrency: usize,
-    /// Share of the documented limits to use (the rest is left for the tenant's other apps).
+    /// Share of the documented per-tenant limits to use (the rest is left for the tenant's
+    /// other apps).
     pub rate_share: f64,
+    /// Share of the documented app-wide limits (resource units per app, 35,000 writes per 5
+    /// minutes per app) this process uses. They are this app's alone, shared only by its own
+    /// replicas: with N replicas of one app registration, 1/N of this each.
+    pub app_share: f64,
     /// Scales every documented limit (1.0 = Microsoft's numbers; tests use smaller ones).
     pub limits_scale: f64,
+    /// How members are added to groups.
+    pub member_add: MemberAdd,
     /// Retries of one call.
     pub retry: RetryPolicy,
     /// The circuit breaker per tenant.
@@ -106,6 +128,8 @@ impl Default for GraphConfig {
             max_concurrency: 64,
             per_tenant_concurrency: 1,
             rate_share: 0.5,
+            app_share: 0.9,
+            member_add: MemberAdd::Bind,
             limits_scale: 1.0,
             retry: RetryPolicy::default(),
             breaker: crate::BreakerPolicy::default(),

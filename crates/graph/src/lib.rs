@@ -22,7 +22,7 @@ pub mod types;
 pub use breaker::BreakerPolicy;
 pub use calls::{AddMember, BatchItem, BatchOutcome};
 pub use client::{GraphClient, Tenant};
-pub use config::{GraphConfig, RetryPolicy, SizeClass};
+pub use config::{GraphConfig, MemberAdd, RetryPolicy, SizeClass};
 pub use credentials::{Credential, CredentialError};
 pub use error::GraphError;
 pub use metrics::{EndpointStats, LATENCY_BUCKETS_MS, MetricsSnapshot};

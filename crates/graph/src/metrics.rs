@@ -1,10 +1,12 @@
-//! Counters of Graph calls by tenant and endpoint, for `/metrics` and benchmarks.
+//! Counters of Graph calls by endpoint, for `/metrics` and benchmarks. They are kept per
+//! endpoint template only (about 20 of them), never per tenant, so their memory does not
+//! grow with the fleet; token requests are kept per tenant (one small counter each).
 
 use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 
-/// Counters of one (tenant, endpoint).
+/// Counters of one endpoint.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EndpointStats {
     /// Requests sent (each attempt counts).
@@ -39,20 +41,20 @@ impl EndpointStats {
 pub const LATENCY_BUCKETS_MS: [f64; 8] =
     [10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0, f64::INFINITY];
 
-/// Every counter, by (tenant, endpoint template).
+/// Every counter, by endpoint template.
 #[derive(Debug, Clone, Default)]
 pub struct MetricsSnapshot {
-    /// The counters.
-    pub by_tenant_endpoint: BTreeMap<(String, String), EndpointStats>,
+    /// The counters, by endpoint template (`GET /groups/{id}/members`).
+    pub by_endpoint: BTreeMap<&'static str, EndpointStats>,
     /// Token requests sent, by tenant.
     pub token_requests: BTreeMap<String, u64>,
 }
 
 impl MetricsSnapshot {
-    /// Counters summed over every tenant and endpoint.
+    /// Counters summed over every endpoint.
     pub fn total(&self) -> EndpointStats {
         let mut t = EndpointStats::default();
-        for s in self.by_tenant_endpoint.values() {
+        for s in self.by_endpoint.values() {
             t.add(s);
         }
         t
@@ -67,14 +69,13 @@ pub(crate) struct Metrics {
 impl Metrics {
     pub(crate) fn record(
         &self,
-        tenant: &str,
-        endpoint: &str,
+        endpoint: &'static str,
         status: Option<u16>,
         latency_ms: f64,
         retry: bool,
     ) {
         let mut m = self.inner.lock();
-        let s = m.by_tenant_endpoint.entry((tenant.to_owned(), endpoint.to_owned())).or_default();
+        let s = m.by_endpoint.entry(endpoint).or_default();
         s.calls += 1;
         if status.is_none_or(|s| s >= 400) {
             s.errors += 1;

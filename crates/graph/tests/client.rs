@@ -6,8 +6,8 @@ use std::{sync::Arc, time::Duration};
 
 use secrecy::SecretString;
 use sspr_graph::{
-    ALL_MEMBERS_RULE, BatchItem, BreakerPolicy, Credential, GraphClient, GraphConfig, GraphError,
-    PortalClient, PortalConfig, PortalSspr, RetryPolicy, SizeClass, Tenant,
+    ALL_MEMBERS_RULE, AddMember, BatchItem, BreakerPolicy, Credential, GraphClient, GraphConfig,
+    GraphError, MemberAdd, PortalClient, PortalConfig, PortalSspr, RetryPolicy, SizeClass, Tenant,
     portal::Enablement,
     portal_policy_body,
     types::{NewSecurityGroup, User},
@@ -603,4 +603,81 @@ async fn the_portal_client_reads_and_writes_the_legacy_policy() {
     e.sim.clock().advance(chrono::TimeDelta::hours(2));
     let err = expired.get_policy(&token).await.unwrap_err();
     assert_eq!(err.status(), Some(401), "{err}");
+}
+
+/// Creates a group in tenant A, lets it replicate, and returns its id with A's 30 user ids.
+async fn group_and_users(e: &Env, name: &str) -> (String, Vec<String>) {
+    let t = tenant(A);
+    let group = e
+        .client
+        .create_security_group(
+            &t,
+            &NewSecurityGroup {
+                display_name: name.into(),
+                mail_nickname: name.into(),
+                description: None,
+                members: Vec::new(),
+                dynamic_rule: None,
+            },
+        )
+        .await
+        .unwrap();
+    // Past tenant A's replication delay: the group is visible everywhere.
+    e.sim.clock().advance(chrono::TimeDelta::seconds(10));
+    let mut users = Vec::new();
+    e.client
+        .for_each_user(&t, None, "id", |page: Vec<User>| {
+            users.extend(page.into_iter().map(|u| u.id))
+        })
+        .await
+        .unwrap();
+    assert_eq!(users.len(), 30);
+    (group.id, users)
+}
+
+#[tokio::test]
+async fn members_are_bound_twenty_a_request_and_a_refused_bind_falls_back_to_refs() {
+    let e = env(0.0, |_| {}).await;
+    assert_eq!(e.client.config().member_add, MemberAdd::Bind, "bind is the default");
+    let t = tenant(A);
+    let (group, users) = group_and_users(&e, "bind").await;
+    // One of the second twenty already is a member: Graph refuses that whole bind.
+    e.client.add_group_member(&t, &group, &users[25]).await.unwrap();
+    let before = e.sim.writes(A).unwrap().len();
+    let results = e.client.add_group_members(&t, &group, &users).await.unwrap();
+
+    let ids: Vec<&String> = results.iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, users.iter().collect::<Vec<_>>(), "one result per id, in order");
+    for (i, (_, r)) in results.iter().enumerate() {
+        let want = if i == 25 { AddMember::AlreadyMember } else { AddMember::Added };
+        assert_eq!(r.as_ref().unwrap(), &want, "user {i}");
+    }
+    let writes = e.sim.writes(A).unwrap()[before..].to_vec();
+    let binds: Vec<_> = writes.iter().filter(|w| w.method == "PATCH").collect();
+    assert_eq!(binds.len(), 2, "30 members are two binds: {writes:?}");
+    assert!(binds.iter().all(|w| w.path == format!("/groups/{group}")));
+    let mut sizes: Vec<usize> =
+        binds.iter().map(|w| w.body["members@odata.bind"].as_array().unwrap().len()).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [10, 20]);
+    let statuses: Vec<u16> = binds.iter().map(|w| w.status).collect();
+    assert!(statuses.contains(&204) && statuses.contains(&400), "{statuses:?}");
+    let refs = writes.iter().filter(|w| w.method == "POST" && w.path.ends_with("/members/$ref"));
+    assert_eq!(refs.count(), 10, "the refused bind's ten members went one by one");
+    assert_eq!(e.client.group_members(&t, &group).await.unwrap().len(), 30);
+    assert_eq!(e.sim.stats(A).unwrap().early_requests, 0);
+}
+
+#[tokio::test]
+async fn members_go_one_reference_each_when_configured() {
+    let e = env(0.0, |c| c.member_add = MemberAdd::Ref).await;
+    let t = tenant(A);
+    let (group, users) = group_and_users(&e, "refs").await;
+    let before = e.sim.writes(A).unwrap().len();
+    let results = e.client.add_group_members(&t, &group, &users).await.unwrap();
+    assert!(results.iter().all(|(_, r)| r.as_ref().unwrap() == &AddMember::Added));
+    let writes = e.sim.writes(A).unwrap()[before..].to_vec();
+    assert_eq!(writes.len(), 30);
+    assert!(writes.iter().all(|w| w.method == "POST" && w.path.ends_with("/members/$ref")));
+    assert_eq!(e.client.group_members(&t, &group).await.unwrap().len(), 30);
 }

@@ -168,10 +168,7 @@ pub fn render(m: &MetricsInput) -> String {
         }
     }
 
-    let mut by_endpoint: BTreeMap<&str, sspr_graph::EndpointStats> = BTreeMap::new();
-    for ((_, endpoint), s) in &p.graph.by_tenant_endpoint {
-        by_endpoint.entry(endpoint.as_str()).or_default().add(s);
-    }
+    let by_endpoint = p.graph.by_endpoint.clone();
     let counters: [(&str, &str, StatOf); 4] = [
         ("graph_requests_total", "Microsoft Graph requests sent, by endpoint.", |s| s.calls),
         ("graph_errors_total", "Graph requests that failed or answered 4xx/5xx.", |s| s.errors),
@@ -250,8 +247,10 @@ mod tests {
         s.latency_ms_sum = 160.0;
         s.latency_buckets[1] = 2; // <= 50 ms
         s.latency_buckets[2] = 1; // <= 100 ms
-        graph.by_tenant_endpoint.insert(("t1".into(), "GET /users".into()), s.clone());
-        graph.by_tenant_endpoint.insert(("t2".into(), "GET /users".into()), s);
+        // Two tenants' calls to one endpoint, summed as the client keeps them.
+        let mut both = s.clone();
+        both.add(&s);
+        graph.by_endpoint.insert("GET /users", both);
         graph.token_requests.insert("t1".into(), 4);
         MetricsInput {
             rollouts: BTreeMap::from([("running".into(), 2)]),
