@@ -119,6 +119,18 @@ pub async fn select_tenants(
     spec: &RolloutSpec,
     within: Option<&BTreeSet<String>>,
 ) -> Result<(Vec<Tenant>, Vec<String>), StoreError> {
+    select_tenants_as(store, spec, within, |t| t).await
+}
+
+/// [`select_tenants`], keeping of each tenant only what `keep` takes from it: the rows are
+/// read a page at a time, so a selection of 10,000 tenants never holds 10,000 whole rows
+/// (each with its readiness report) at once.
+pub async fn select_tenants_as<T>(
+    store: &Store,
+    spec: &RolloutSpec,
+    within: Option<&BTreeSet<String>>,
+    keep: impl Fn(Tenant) -> T,
+) -> Result<(Vec<T>, Vec<String>), StoreError> {
     let mut seen = HashSet::new();
     let mut selected = Vec::new();
     let mut not_found = Vec::new();
@@ -131,7 +143,7 @@ pub async fn select_tenants(
         match tenant {
             Some(t) if t.status != TenantStatus::Offboarded => {
                 if seen.insert(t.id.to_string()) {
-                    selected.push(t);
+                    selected.push(keep(t));
                 }
             }
             _ => not_found.push(id.clone()),
@@ -157,8 +169,9 @@ pub async fn select_tenants(
             let done = page.len() < 1000;
             after = page.last().map(|t| t.id.to_string());
             for t in page {
-                if seen.insert(t.id.to_string()) {
-                    more.push(t);
+                let id = t.id.to_string();
+                if seen.insert(id.clone()) {
+                    more.push((id, keep(t)));
                 }
             }
             if done {
@@ -166,8 +179,8 @@ pub async fn select_tenants(
             }
         }
     }
-    more.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
-    selected.extend(more);
+    more.sort_by(|a, b| a.0.cmp(&b.0));
+    selected.extend(more.into_iter().map(|(_, t)| t));
     Ok((selected, not_found))
 }
 

@@ -9,7 +9,7 @@ use sspr_domain::{RolloutId, RolloutSpec, rollout::TenantState, rollout::plan_wa
 use sspr_store::{NewEvent, NewRollout, NewRolloutTenant, Rollout, StoreError};
 
 use super::{Engine, update_to};
-use crate::plan::select_tenants;
+use crate::plan::select_tenants_as;
 
 /// The reason a rollout carries after an operator resumed it past its failure budget.
 pub(crate) fn budget_override(wave: i32) -> String {
@@ -84,14 +84,14 @@ impl Engine {
         {
             return same_or_conflict(found, &spec_json);
         }
-        let (tenants, not_found) = select_tenants(self.store(), spec, within).await?;
+        let (ids, not_found) =
+            select_tenants_as(self.store(), spec, within, |t| t.id.to_string()).await?;
         if !not_found.is_empty() {
             return Err(OpError::TenantsNotFound(not_found));
         }
-        if tenants.is_empty() {
+        if ids.is_empty() {
             return Err(OpError::NoTenants);
         }
-        let ids: Vec<String> = tenants.iter().map(|t| t.id.to_string()).collect();
         let waves = plan_waves(&ids, spec.waves.canary.as_ref(), spec.waves.batches);
         let mut rows = Vec::new();
         for (w, wave) in waves.iter().enumerate() {
