@@ -21,7 +21,7 @@ mod ratelimit;
 mod status;
 mod v1;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use actix_web::{
     App, Error,
@@ -94,6 +94,43 @@ pub struct AppState {
     pub webhooks: sspr_reporting::webhooks::Webhooks,
     /// The inbound rate limits, shared by every HTTP worker of the process.
     pub rate_limits: RateLimits,
+    /// Rollout views computed in the last second, shared by every HTTP worker.
+    pub rollout_views: RolloutViews,
+}
+
+/// Rollout views (`GET /v1/rollouts/{id}`, the status pages) kept for reuse: each is reused
+/// while the rollout row and its newest history entry are the ones it was computed from, and
+/// for at most a second (its progress figures depend on the time). Dashboards polling a
+/// 10,000-tenant rollout then cost one indexed lookup instead of scans of its tenants.
+#[derive(Clone, Default)]
+pub struct RolloutViews {
+    inner: Arc<parking_lot::Mutex<HashMap<String, v1::rollouts::CachedView>>>,
+}
+
+impl std::fmt::Debug for RolloutViews {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RolloutViews").field("entries", &self.inner.lock().len()).finish()
+    }
+}
+
+impl RolloutViews {
+    /// Most views kept; beyond, the oldest half is dropped.
+    const CAPACITY: usize = 1024;
+
+    pub(crate) fn get(&self, key: &str) -> Option<v1::rollouts::CachedView> {
+        self.inner.lock().get(key).cloned()
+    }
+
+    pub(crate) fn put(&self, key: String, view: v1::rollouts::CachedView) {
+        let mut map = self.inner.lock();
+        if map.len() >= Self::CAPACITY {
+            let mut ages: Vec<std::time::Instant> = map.values().map(|v| v.at).collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() / 2];
+            map.retain(|_, v| v.at > cut);
+        }
+        map.insert(key, view);
+    }
 }
 
 /// Registers every documented route. Used both to serve and to generate the OpenAPI document,

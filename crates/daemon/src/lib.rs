@@ -192,6 +192,7 @@ impl Application {
             },
             registry,
             webhooks,
+            rollout_views: sspr_api::RolloutViews::default(),
             rate_limits: sspr_api::RateLimits::new(sspr_api::RateLimitSettings {
                 per_second: settings.api.rate_per_second,
                 burst: settings.api.rate_burst,

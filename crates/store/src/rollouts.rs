@@ -1122,6 +1122,19 @@ impl Store {
         Ok(seq)
     }
 
+    /// The `seq` of the rollout's newest history entry (0 when it has none). Every change of
+    /// a rollout tenant's state, wave or approval appends one, so an unchanged value means an
+    /// unchanged rollout (on PostgreSQL, up to entries still committing out of order).
+    pub async fn rollout_last_seq(&self, id: &RolloutId) -> Result<i64, StoreError> {
+        let seq: Option<i64> = with_reader!(self, pool => {
+            sqlx::query_scalar("SELECT MAX(seq) FROM rollout_events WHERE rollout_id = $1")
+                .bind(id.as_str().to_owned())
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(seq.unwrap_or(0))
+    }
+
     /// A page of the rollout's history, oldest first: events after `after_seq`, at most
     /// `limit`. With `tenant_id`, only that tenant's events (rollout-wide ones excluded). With
     /// `within`, other tenants' events are left out but rollout-wide events are kept: whoever

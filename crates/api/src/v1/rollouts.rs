@@ -136,7 +136,7 @@ async fn operable(state: &AppState, caller: &Caller, id: &str) -> Result<Rollout
 }
 
 /// Tenants of one wave by state.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub(crate) struct WaveView {
     /// The wave (0 is the canaries when the rollout has any).
     pub wave: i32,
@@ -147,7 +147,7 @@ pub(crate) struct WaveView {
 }
 
 /// A rollout: its spec, where it stands, and its tenants counted by state and wave.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub(crate) struct RolloutView {
     /// Id, `rol_...`.
     pub id: String,
@@ -187,14 +187,55 @@ pub(crate) struct RolloutView {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A rollout view kept for reuse (see [`crate::RolloutViews`]).
+#[derive(Debug, Clone)]
+pub(crate) struct CachedView {
+    /// When it was computed.
+    pub(crate) at: std::time::Instant,
+    /// The rollout row's `updated_at` and the newest history entry it was computed from.
+    updated_at: DateTime<Utc>,
+    last_seq: i64,
+    view: RolloutView,
+}
+
+/// How long a rollout view is reused at most.
+const VIEW_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the caller sees of a rollout: counts by state and wave, blocked and failed reasons,
-/// over the caller's tenants only. Shared with the status pages.
+/// over the caller's tenants only. Shared with the status pages. Reused for up to a second
+/// while the rollout and its history are unchanged.
 pub(crate) async fn view(
     state: &AppState,
     caller: &Caller,
     r: Rollout,
 ) -> Result<RolloutView, ApiError> {
     let within = caller.access.tenants.restricted_to();
+    let key = match within {
+        None => format!("{}|*", r.id),
+        Some(set) => {
+            format!("{}|{}", r.id, set.iter().map(String::as_str).collect::<Vec<_>>().join(","))
+        }
+    };
+    let last_seq = state.store.rollout_last_seq(&r.id).await?;
+    if let Some(c) = state.rollout_views.get(&key)
+        && c.at.elapsed() < VIEW_REUSE
+        && c.updated_at == r.updated_at
+        && c.last_seq == last_seq
+    {
+        return Ok(c.view);
+    }
+    let at = std::time::Instant::now();
+    let updated_at = r.updated_at;
+    let view = compute_view(state, within, r).await?;
+    state.rollout_views.put(key, CachedView { at, updated_at, last_seq, view: view.clone() });
+    Ok(view)
+}
+
+async fn compute_view(
+    state: &AppState,
+    within: Option<&std::collections::BTreeSet<String>>,
+    r: Rollout,
+) -> Result<RolloutView, ApiError> {
     let counts = state.store.rollout_tenant_counts(&r.id, within).await?;
     let mut total = BTreeMap::new();
     let mut waves: BTreeMap<i32, WaveView> = BTreeMap::new();

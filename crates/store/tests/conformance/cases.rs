@@ -1860,8 +1860,13 @@ pub(crate) async fn rollout_events_page_in_order_and_respect_within(store: &Stor
         };
         seqs.push(store.append_rollout_event(&id, event(i, tenant, "note")).await.unwrap());
     }
-    store.append_rollout_event(&other, event(7, Some("ten_a"), "note")).await.unwrap();
+    let others = store.append_rollout_event(&other, event(7, Some("ten_a"), "note")).await.unwrap();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    // The newest entry of each rollout, whatever the other's.
+    assert_eq!(store.rollout_last_seq(&id).await.unwrap(), seqs[5]);
+    assert_eq!(store.rollout_last_seq(&other).await.unwrap(), others);
+    let none = sspr_domain::RolloutId::new();
+    assert_eq!(store.rollout_last_seq(&none).await.unwrap(), 0, "no history: 0");
     let all = all_events(store, &id).await;
     assert_eq!(all.len(), 7, "created + 6 notes, none of the other rollout's");
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
