@@ -185,3 +185,52 @@ async fn a_restricted_key_plans_only_its_tenants_and_bad_specs_name_each_field()
         .await
         .expect_problem(422, "validation_failed");
 }
+
+#[tokio::test]
+async fn a_rollout_view_shows_a_tenant_that_moved_at_once() {
+    // No engine in this process: the test moves the tenant itself, as an engine would.
+    let app = sspr_fleet_tests::spawn_app_with(&[("SSPR_FLEET_ENGINE__RUN_JOBS", "false")]).await;
+    let admin = app.client_with(&app.admin_key().await);
+    let first = onboard(&admin, A, "Alpha", false).await;
+    onboard(&admin, B, "Bravo", false).await;
+    let rollout = admin.post_json("/v1/rollouts", &spec(json!({"tags": ["fleet"]})), 201).await;
+    let id = rollout["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/rollouts/{id}");
+    let before = admin.get(&path, 200).await;
+    assert_eq!(before["counts"], json!({"pending": 2}), "{before}");
+    // Read again at once: the view may be reused, and must say the same.
+    assert_eq!(admin.get(&path, 200).await["counts"], before["counts"]);
+
+    let now = chrono::Utc::now();
+    let moved = app
+        .store
+        .transition_rollout_tenant(
+            &id.parse().unwrap(),
+            &first,
+            "pending",
+            sspr_store::TenantUpdate {
+                to_state: "preflight".into(),
+                paused_from: None,
+                reason: None,
+                last_error: None,
+                scope_group_id: None,
+                gate_entered_at: None,
+                at: now,
+            },
+            sspr_store::NewEvent {
+                tenant_id: Some(first.clone()),
+                at: now,
+                actor: "test".into(),
+                kind: "admitted".into(),
+                from_state: Some("pending".into()),
+                to_state: Some("preflight".into()),
+                detail: json!({}),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(moved);
+    // Within the second a view may be reused, the move shows at once.
+    let after = admin.get(&path, 200).await;
+    assert_eq!(after["counts"], json!({"pending": 1, "preflight": 1}), "{after}");
+}
