@@ -100,12 +100,17 @@ pub struct AppState {
 
 /// Rollout views (`GET /v1/rollouts/{id}`, the status pages) kept for reuse: each is reused
 /// while the rollout row and its newest history entry are the ones it was computed from, and
-/// for at most a second (its progress figures depend on the time). Dashboards polling a
-/// 10,000-tenant rollout then cost one indexed lookup instead of scans of its tenants.
+/// for at most a second (its progress figures depend on the time). One view per key is
+/// computed at a time: requests that arrive meanwhile wait for it and take it, since it was
+/// computed after they arrived. Dashboards polling a 10,000-tenant rollout then cost one
+/// indexed lookup instead of scans of its tenants.
 #[derive(Clone, Default)]
 pub struct RolloutViews {
-    inner: Arc<parking_lot::Mutex<HashMap<String, v1::rollouts::CachedView>>>,
+    inner: Arc<parking_lot::Mutex<HashMap<String, Arc<ViewSlot>>>>,
 }
+
+/// One key's view, behind the lock its computation holds.
+pub(crate) type ViewSlot = tokio::sync::Mutex<Option<v1::rollouts::CachedView>>;
 
 impl std::fmt::Debug for RolloutViews {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,22 +119,21 @@ impl std::fmt::Debug for RolloutViews {
 }
 
 impl RolloutViews {
-    /// Most views kept; beyond, the oldest half is dropped.
+    /// Most keys kept; beyond, every slot nobody is using is dropped.
     const CAPACITY: usize = 1024;
 
-    pub(crate) fn get(&self, key: &str) -> Option<v1::rollouts::CachedView> {
-        self.inner.lock().get(key).cloned()
-    }
-
-    pub(crate) fn put(&self, key: String, view: v1::rollouts::CachedView) {
+    /// The slot of `key` (a rollout and a tenant scope).
+    pub(crate) fn slot(&self, key: &str) -> Arc<ViewSlot> {
         let mut map = self.inner.lock();
-        if map.len() >= Self::CAPACITY {
-            let mut ages: Vec<std::time::Instant> = map.values().map(|v| v.at).collect();
-            ages.sort_unstable();
-            let cut = ages[ages.len() / 2];
-            map.retain(|_, v| v.at > cut);
+        if let Some(slot) = map.get(key) {
+            return Arc::clone(slot);
         }
-        map.insert(key, view);
+        if map.len() >= Self::CAPACITY {
+            map.retain(|_, slot| Arc::strong_count(slot) > 1);
+        }
+        let slot = Arc::new(ViewSlot::default());
+        map.insert(key.to_owned(), Arc::clone(&slot));
+        slot
     }
 }
 

@@ -191,7 +191,7 @@ pub(crate) struct RolloutView {
 #[derive(Debug, Clone)]
 pub(crate) struct CachedView {
     /// When it was computed.
-    pub(crate) at: std::time::Instant,
+    at: std::time::Instant,
     /// The rollout row's `updated_at` and the newest history entry it was computed from.
     updated_at: DateTime<Utc>,
     last_seq: i64,
@@ -216,18 +216,28 @@ pub(crate) async fn view(
             format!("{}|{}", r.id, set.iter().map(String::as_str).collect::<Vec<_>>().join(","))
         }
     };
+    let arrived = std::time::Instant::now();
+    let slot = state.rollout_views.slot(&key);
+    let mut cached = slot.lock().await;
+    if let Some(c) = cached.as_ref()
+        && c.updated_at == r.updated_at
+        && c.at >= arrived
+    {
+        // Computed while this request waited: it saw every change made before it arrived.
+        return Ok(c.view.clone());
+    }
     let last_seq = state.store.rollout_last_seq(&r.id).await?;
-    if let Some(c) = state.rollout_views.get(&key)
+    if let Some(c) = cached.as_ref()
         && c.at.elapsed() < VIEW_REUSE
         && c.updated_at == r.updated_at
         && c.last_seq == last_seq
     {
-        return Ok(c.view);
+        return Ok(c.view.clone());
     }
     let at = std::time::Instant::now();
     let updated_at = r.updated_at;
     let view = compute_view(state, within, r).await?;
-    state.rollout_views.put(key, CachedView { at, updated_at, last_seq, view: view.clone() });
+    *cached = Some(CachedView { at, updated_at, last_seq, view: view.clone() });
     Ok(view)
 }
 
