@@ -546,6 +546,10 @@ async fn run(p: Params) {
     println!("rollout {} after {makespan:.1} s: {counts}", view["state"]);
     println!("  created in {create_s:.2} s; {} scope tasks attested by the bench", attested.len());
     println!(
+        "  blocked reasons {}; failed reasons {}",
+        view["blocked_reasons"], view["failed_reasons"]
+    );
+    println!(
         "  tenants completed per minute: {per_min:.0} ({completed} completed of {})",
         p.tenants
     );
@@ -614,6 +618,8 @@ async fn run(p: Params) {
         "max_in_flight": p.in_flight,
         "onboarding": {"import_s": import_s, "import_and_verify_s": onboard_s, "statuses": verified},
         "rollout": {"state": view["state"], "counts": counts, "create_s": create_s,
+                    "blocked_reasons": view["blocked_reasons"],
+                    "failed_reasons": view["failed_reasons"],
                     "scope_tasks_attested": attested.len()},
         "makespan_s": makespan,
         "tenants_completed_per_min": per_min,

@@ -171,7 +171,9 @@ impl Engine {
                 }
                 Err(StepError::Graph(e)) => return Err(e.into()),
                 Err(StepError::Store(e)) => return Err(e.into()),
-                Err(StepError::Retry(m)) => return Err(GraphError::Invalid(m).into()),
+                Err(StepError::Retry(m) | StepError::Throttled { message: m, .. }) => {
+                    return Err(GraphError::Invalid(m).into());
+                }
             };
             session.client.put_policy(&session.token, &s.before).await?;
         } else if target == "scope_group" {

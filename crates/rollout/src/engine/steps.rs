@@ -74,6 +74,32 @@ pub(crate) enum StepError {
     /// Worth another attempt (replication, a tenant set aside for a while).
     #[error("{0}")]
     Retry(String),
+    /// Graph kept answering 429 past the client's own retries. Not a failure of the step: it
+    /// runs again after the wait without spending an attempt, however long throttling lasts.
+    #[error("throttled: {message}")]
+    Throttled { message: String, retry_after: Option<std::time::Duration> },
+}
+
+/// Graph throttling as a step error: a 429 that outlasted the client's retries.
+fn throttled(e: &GraphError) -> Option<StepError> {
+    match e {
+        GraphError::Graph { status: 429, retry_after, .. } => {
+            Some(StepError::Throttled { message: e.reason(), retry_after: *retry_after })
+        }
+        _ => None,
+    }
+}
+
+/// How long a throttled step waits before it runs again: Graph's `Retry-After` when it gave
+/// one, at least 5 s and at most 5 minutes, plus up to a fifth more so that the fleet's
+/// throttled tenants do not all come back at once.
+fn throttled_wait(retry_after: Option<std::time::Duration>) -> std::time::Duration {
+    use rand::Rng;
+    let base = retry_after
+        .unwrap_or(std::time::Duration::from_secs(5))
+        .clamp(std::time::Duration::from_secs(5), std::time::Duration::from_secs(300));
+    let spread = rand::rng().random_range(0..=base.as_millis() as u64 / 5);
+    base + std::time::Duration::from_millis(spread)
 }
 
 type StepResult = Result<Outcome, StepError>;
@@ -140,9 +166,19 @@ impl Engine {
             Ok(ctx) => ctx.run(state).await,
             Err(o) => Ok(o),
         };
+        // A 429 the client could not wait out is throttling, not a refusal.
+        let outcome = outcome.map_err(|e| match e {
+            StepError::Graph(g) => throttled(&g).unwrap_or(StepError::Graph(g)),
+            other => other,
+        });
         let outcome = match outcome {
             Ok(o) => o,
             Err(StepError::Store(e)) => return Err(db(e)),
+            Err(StepError::Throttled { message, retry_after }) => {
+                let wait = throttled_wait(retry_after);
+                tracing::info!(rollout = %rollout_id, tenant = %rt.tenant_id, state = state.as_str(), reason = %message, wait_ms = wait.as_millis() as u64, "tenant step throttled; runs again later");
+                return Ok(JobDone::RunAgainAt(later(self.now(), wait)));
+            }
             Err(StepError::Graph(e)) => {
                 let transient = e.is_transient() || matches!(e, GraphError::CircuitOpen { .. });
                 if transient && job.attempt < job.max_attempts {
@@ -532,7 +568,12 @@ impl Ctx<'_> {
             .await?;
         let results = self.g().add_group_members(&self.gt, group_id, &missing).await?;
         if let Some((id, Err(e))) = results.iter().find(|(_, r)| r.is_err()) {
-            return Err(StepError::Retry(format!("adding member {id} failed: {e}")));
+            let message = format!("adding member {id} failed: {e}");
+            // The client waited out Graph's Retry-After as long as it may; the step waits on.
+            if e.starts_with("429") {
+                return Err(StepError::Throttled { message, retry_after: None });
+            }
+            return Err(StepError::Retry(message));
         }
         Ok(missing.len())
     }
@@ -1031,6 +1072,7 @@ pub(crate) fn method_patch(
 mod tests {
     use sspr_domain::methods_plan::MethodNow;
     use sspr_graph::types::MethodConfiguration;
+    use std::time::Duration;
 
     use super::*;
 
@@ -1048,6 +1090,32 @@ mod tests {
                 targets: after.iter().map(|s| (*s).to_owned()).collect(),
             },
             authenticator_mode: mode.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn only_a_429_is_throttling_and_its_wait_follows_retry_after_within_bounds() {
+        let graph = |status: u16, retry_after: Option<Duration>| GraphError::Graph {
+            status,
+            code: "TooManyRequests".into(),
+            message: String::new(),
+            request_id: None,
+            client_request_id: String::new(),
+            retry_after,
+        };
+        let t = throttled(&graph(429, Some(Duration::from_secs(30))));
+        assert!(
+            matches!(t, Some(StepError::Throttled { retry_after: Some(d), .. }) if d == Duration::from_secs(30))
+        );
+        assert!(throttled(&graph(503, Some(Duration::from_secs(30)))).is_none());
+        assert!(throttled(&graph(403, None)).is_none());
+        for _ in 0..50 {
+            let w = throttled_wait(Some(Duration::from_secs(30)));
+            assert!(w >= Duration::from_secs(30) && w <= Duration::from_secs(36), "{w:?}");
+            // Without Retry-After, or with a tiny one: at least 5 s; a huge one: at most 6 min.
+            assert!(throttled_wait(None) >= Duration::from_secs(5));
+            assert!(throttled_wait(Some(Duration::from_millis(10))) >= Duration::from_secs(5));
+            assert!(throttled_wait(Some(Duration::from_secs(86_400))) <= Duration::from_secs(360));
         }
     }
 
