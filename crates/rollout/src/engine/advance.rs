@@ -46,7 +46,24 @@ fn unsettled(s: TenantState) -> bool {
     s == TenantState::Pending || s == TenantState::Paused || s.is_in_flight()
 }
 
+/// How often a process re-creates step jobs that a crash may have lost.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Engine {
+    /// Whether this round re-creates lost step jobs: the process's first round of the rollout,
+    /// then once per [`SWEEP_EVERY`].
+    fn sweep_due(&self, id: &RolloutId) -> bool {
+        let mut swept = self.inner.swept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        match swept.get(id.as_str()) {
+            Some(at) if now.duration_since(*at) < SWEEP_EVERY => false,
+            _ => {
+                swept.insert(id.as_str().to_owned(), now);
+                true
+            }
+        }
+    }
+
     /// One round of the rollout's scheduler.
     pub(crate) async fn advance(&self, id: &RolloutId) -> Result<JobDone, StoreError> {
         let Some(rollout) = self.rollout(id).await? else { return Ok(JobDone::Finished) };
@@ -67,10 +84,15 @@ impl Engine {
         };
         let tenants = self.all_tenants(id).await?;
         // A crash can lose the step job between a transition and its enqueue: re-create it.
-        for t in &tenants {
-            let s = state_of(t);
-            if has_step(s) {
-                self.ensure_step(id, &t.tenant_id, s).await?;
+        // That is one write per tenant in flight, on the database's one writer, so it runs on
+        // this process's first round of the rollout and then at most once a minute, not on
+        // every round.
+        if self.sweep_due(id) {
+            for t in &tenants {
+                let s = state_of(t);
+                if has_step(s) {
+                    self.ensure_step(id, &t.tenant_id, s).await?;
+                }
             }
         }
         let mut wave = rollout.current_wave;

@@ -80,6 +80,8 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: EngineSettings,
     pub(crate) planner: Planner,
+    /// When this process last re-created lost step jobs, per rollout (see `Engine::advance`).
+    pub(crate) swept: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -142,6 +144,7 @@ impl Engine {
                 clock,
                 settings,
                 planner,
+                swept: std::sync::Mutex::default(),
             }),
         }
     }
