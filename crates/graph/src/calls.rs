@@ -683,16 +683,7 @@ impl GraphClient {
                 })
                 .collect();
             // The limits count a batch's items, not the envelope.
-            let charge = pending.iter().fold(
-                crate::limits::Charge { resource_units: 0, writes: 0 },
-                |acc, i| {
-                    let c = crate::client::charge_of(&i.method, &i.url);
-                    crate::limits::Charge {
-                        resource_units: acc.resource_units + c.resource_units,
-                        writes: acc.writes + c.writes,
-                    }
-                },
-            );
+            let charge = pending.iter().map(|i| crate::client::charge_of(&i.method, &i.url)).sum();
             let call = Call::new(Method::POST, "/$batch", "POST /$batch")
                 .body(json!({"requests": requests}))
                 .refs(refs.iter().cloned())
@@ -718,13 +709,7 @@ impl GraphClient {
                 let retryable = matches!(status, 429 | 503 | 504)
                     || (status == 404 && self.recently_created(refs));
                 if retryable {
-                    let after = r["headers"]
-                        .as_object()
-                        .and_then(|h| h.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after")))
-                        .and_then(|(_, v)| {
-                            v.as_str().and_then(|s| s.parse::<u64>().ok()).or_else(|| v.as_u64())
-                        })
-                        .map(Duration::from_secs);
+                    let after = crate::client::item_retry_after(r);
                     wait = wait
                         .max(after.unwrap_or_else(|| {
                             Duration::from_millis(500 * 2u64.pow(round.min(6)))

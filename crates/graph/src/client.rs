@@ -145,18 +145,24 @@ fn batch_throttling(body: Option<&Value>) -> Vec<(Option<Duration>, Option<Strin
         .iter()
         .filter(|r| matches!(r["status"].as_u64(), Some(429 | 503)))
         .map(|r| {
-            let header = |name: &str| {
-                r["headers"].as_object().and_then(|h| {
-                    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
-                })
-            };
-            let after = header("retry-after")
-                .and_then(|v| v.as_str().and_then(|s| s.trim().parse::<u64>().ok()).or(v.as_u64()))
-                .map(Duration::from_secs);
-            let scope = header("x-ms-throttle-scope").and_then(Value::as_str).map(str::to_owned);
-            (after, scope)
+            let scope = r["headers"].as_object().and_then(|h| {
+                h.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("x-ms-throttle-scope"))
+                    .and_then(|(_, v)| v.as_str().map(str::to_owned))
+            });
+            (item_retry_after(r), scope)
         })
         .collect()
+}
+
+/// The `Retry-After` header of one `$batch` item (seconds, as a string or a number).
+pub(crate) fn item_retry_after(item: &Value) -> Option<Duration> {
+    item["headers"]
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+        .and_then(|(_, v)| v.as_str().and_then(|s| s.trim().parse::<u64>().ok()).or(v.as_u64()))
+        .map(Duration::from_secs)
 }
 
 /// Whether a throttling scope (`x-ms-throttle-scope`) is the app as a whole, and whether only
@@ -518,16 +524,12 @@ impl GraphClient {
                 self.inner.metrics.record(call.endpoint, None, latency_ms, retry);
                 let error =
                     GraphError::Timeout { endpoint: call.endpoint, timeout: cfg.request_timeout };
-                let wait = self.backoff(attempt);
-                self.inner.limits.block(&tenant.id, Instant::now() + wait);
-                return Attempt::Retry { error, wait, block_tenant: true };
+                return self.retry_holding(&tenant.id, error, self.backoff(attempt));
             }
             Ok(Err(e)) => {
                 self.inner.metrics.record(call.endpoint, None, latency_ms, retry);
                 let error = GraphError::Transport { endpoint: call.endpoint, source: e };
-                let wait = self.backoff(attempt);
-                self.inner.limits.block(&tenant.id, Instant::now() + wait);
-                return Attempt::Retry { error, wait, block_tenant: true };
+                return self.retry_holding(&tenant.id, error, self.backoff(attempt));
             }
             Ok(Ok(parts)) => parts,
         };
@@ -582,7 +584,7 @@ impl GraphClient {
             let wait = after.unwrap_or_else(|| self.backoff(attempt));
             self.inner.limits.block_app(app, Instant::now() + wait, writes_only);
         }
-        let outcome = match status {
+        match status {
             401 if attempt == 1 => {
                 self.inner
                     .tokens
@@ -590,26 +592,26 @@ impl GraphClient {
                     .await;
                 Attempt::Retry { error, wait: Duration::ZERO, block_tenant: false }
             }
-            429 | 503 => {
-                let wait = after.unwrap_or_else(|| self.backoff(attempt));
-                Attempt::Retry { error, wait, block_tenant: true }
-            }
-            500 | 502 | 504 => Attempt::Retry {
+            429 | 503 | 500 | 502 | 504 => self.retry_holding(
+                &tenant.id,
                 error,
-                wait: after.unwrap_or_else(|| self.backoff(attempt)),
-                block_tenant: true,
-            },
+                after.unwrap_or_else(|| self.backoff(attempt)),
+            ),
             400 | 404
                 if (status == 404 || !call.refs_in_path) && self.recently_created(&call.refs) =>
             {
                 Attempt::Replicating { error, wait: self.backoff(attempt.min(4)) }
             }
             _ => Attempt::Fail(error),
-        };
-        if let Attempt::Retry { wait, block_tenant: true, .. } = &outcome {
-            self.inner.limits.block(&tenant.id, Instant::now() + *wait);
         }
-        outcome
+    }
+
+    /// A retry after `wait` that holds the whole tenant for it. Called by `attempt` while it
+    /// still holds the tenant's slot, so the hold is in place before the tenant's next request
+    /// can take the slot.
+    fn retry_holding(&self, tenant: &str, error: GraphError, wait: Duration) -> Attempt {
+        self.inner.limits.block(tenant, Instant::now() + wait);
+        Attempt::Retry { error, wait, block_tenant: true }
     }
 }
 

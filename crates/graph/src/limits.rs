@@ -96,6 +96,15 @@ pub(crate) struct Charge {
     pub(crate) writes: u32,
 }
 
+impl std::iter::Sum for Charge {
+    fn sum<I: Iterator<Item = Charge>>(iter: I) -> Self {
+        iter.fold(Charge { resource_units: 0, writes: 0 }, |a, c| Charge {
+            resource_units: a.resource_units + c.resource_units,
+            writes: a.writes + c.writes,
+        })
+    }
+}
+
 /// Permits held while a request is in flight.
 pub(crate) struct Permits {
     _tenant: OwnedSemaphorePermit,
