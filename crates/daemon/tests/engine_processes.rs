@@ -102,16 +102,9 @@ async fn a_rollout_survives_repeated_sigkill_and_ends_in_the_same_state() {
     let sim = Sim::start(PREFIX, &kinds);
     let data = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let db_file = data.path().join("sspr-fleet.db");
-    let env = Env {
-        data: data.path().to_owned(),
-        work: work.path().to_owned(),
-        database_url: format!("sqlite://{}", db_file.display()),
-        graph: sim.running.base_url(),
-        // No master key setting: the first process generates one in the shared data directory
-        // and every later one loads it.
-        extra: Vec::new(),
-    };
+    // No master key setting: the first process generates one in the shared data directory and
+    // every later one loads it.
+    let env = Env::sqlite(data.path(), work.path(), sim.running.base_url());
     let seed = std::env::var("KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
             as u64

@@ -64,13 +64,7 @@ async fn a_rollout_rides_out_graph_503_storms_and_dropped_connections() {
     let sim = Sim::start(PREFIX, &kinds);
     let data = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let env = Env {
-        data: data.path().to_owned(),
-        work: work.path().to_owned(),
-        database_url: format!("sqlite://{}", data.path().join("sspr-fleet.db").display()),
-        graph: sim.running.base_url(),
-        extra: Vec::new(),
-    };
+    let env = Env::sqlite(data.path(), work.path(), sim.running.base_url());
     let mut daemon = env.serve("serve").await;
     let api = Api::new(&env.cli(&["keys", "create", "--name", "test", "--role", "admin"]).await);
     let ids = api.onboard(&daemon.base, PREFIX, kinds.len()).await;
@@ -168,25 +162,14 @@ impl PgDatabase {
 }
 
 impl Drop for PgDatabase {
-    /// Drops the database from a thread of its own (this may run inside the test's runtime).
+    /// Drops the database (this may run inside the test's runtime).
     fn drop(&mut self) {
-        let (url, name) = (self.admin_url.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&url).await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await?;
-                conn.close().await?;
-                anyhow::Ok(())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("warning: cannot drop the test database {}: {dropped:?}", self.name);
+        let dropped = admin_sql_on_own_thread(
+            &self.admin_url,
+            vec![format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)],
+        );
+        if let Err(e) = dropped {
+            eprintln!("warning: cannot drop the test database {}: {e:?}", self.name);
         }
     }
 }
@@ -369,13 +352,7 @@ async fn a_rollout_completes_while_the_clock_jumps_forward_by_hours_and_back_by_
     let sim = Sim::start(PREFIX, &kinds);
     let data = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let env = Env {
-        data: data.path().to_owned(),
-        work: work.path().to_owned(),
-        database_url: format!("sqlite://{}", data.path().join("sspr-fleet.db").display()),
-        graph: sim.running.base_url(),
-        extra: Vec::new(),
-    };
+    let env = Env::sqlite(data.path(), work.path(), sim.running.base_url());
     // The daemon in this process, as `serve` builds it, with the jumping clock.
     let clock = JumpingClock::default();
     let settings = sspr_fleet::settings::Settings::load_from(None, env.settings()).unwrap();

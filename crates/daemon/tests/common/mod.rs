@@ -9,7 +9,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     os::unix::process::ExitStatusExt,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -120,6 +120,18 @@ pub struct Env {
 }
 
 impl Env {
+    /// Settings over a SQLite file `sspr-fleet.db` in `data`, with no extra settings (the
+    /// first process generates the master key in `data`; later ones load it).
+    pub fn sqlite(data: &Path, work: &Path, graph: String) -> Self {
+        Env {
+            data: data.to_owned(),
+            work: work.to_owned(),
+            database_url: format!("sqlite://{}", data.join("sspr-fleet.db").display()),
+            graph,
+            extra: Vec::new(),
+        }
+    }
+
     /// This test's settings as `SSPR_FLEET_*` variables: fast engine pacing, a 3 second lease
     /// unless `extra` says otherwise, no background verification, JSON logs; `extra` last.
     pub fn settings(&self) -> Vec<(String, String)> {
@@ -760,26 +772,36 @@ impl PgSchema {
 }
 
 impl Drop for PgSchema {
-    /// Drops the schema from a thread of its own (this may run inside the test's runtime).
+    /// Drops the schema (this may run inside the test's runtime).
     fn drop(&mut self) {
-        let (url, schema) = (self.admin_url.clone(), self.schema.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&url).await?;
-                sqlx::raw_sql("SET lock_timeout = '5s'").execute(&mut conn).await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
-                )))
-                .execute(&mut conn)
-                .await?;
-                conn.close().await?;
-                anyhow::Ok(())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("warning: cannot drop the test schema {}: {dropped:?}", self.schema);
+        let dropped = admin_sql_on_own_thread(
+            &self.admin_url,
+            vec![
+                "SET lock_timeout = '5s'".into(),
+                format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema),
+            ],
+        );
+        if let Err(e) = dropped {
+            eprintln!("warning: cannot drop the test schema {}: {e:?}", self.schema);
         }
     }
+}
+
+/// Runs `statements` through `admin_url` on a thread and runtime of their own, so that a
+/// `Drop` running inside a test's runtime can clean up after it.
+pub fn admin_sql_on_own_thread(admin_url: &str, statements: Vec<String>) -> anyhow::Result<()> {
+    let url = admin_url.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async {
+            let mut conn = sqlx::PgConnection::connect(&url).await?;
+            for sql in statements {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
+            }
+            conn.close().await?;
+            anyhow::Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the cleanup thread panicked"))?
 }
