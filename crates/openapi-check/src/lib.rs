@@ -1,6 +1,6 @@
 //! Test-only checker for the Graph simulator: validates JSON responses against the OpenAPI 3.0
-//! document `shared/graph/graph-v1.0-sspr-subset.openapi.yaml` (a Microsoft Graph v1.0 subset
-//! generated from Graph's CSDL).
+//! document `data/graph-v1.0-sspr-subset.openapi.yaml` of this crate (a Microsoft Graph v1.0
+//! subset generated from Graph's CSDL; its header says where it came from and how to refresh it).
 //!
 //! ```no_run
 //! use serde_json::json;
@@ -69,11 +69,11 @@ use serde_json::Value;
 use crate::paths::PathTemplate;
 use crate::validate::{Failure, Validator};
 
-/// Location of the Graph subset document, relative to this crate.
-const GRAPH_SUBSET: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/graph/graph-v1.0-sspr-subset.openapi.yaml"
-);
+/// The Graph subset document, compiled in so that no test depends on a file's location.
+const GRAPH_SUBSET: &str = include_str!("../data/graph-v1.0-sspr-subset.openapi.yaml");
+
+/// Where [`GRAPH_SUBSET`] lives, relative to this crate (for [`Spec::load`] and error messages).
+pub const GRAPH_SUBSET_PATH: &str = "data/graph-v1.0-sspr-subset.openapi.yaml";
 
 const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
@@ -136,17 +136,18 @@ impl Spec {
         Spec::parse(text, "<string>")
     }
 
-    /// The Graph v1.0 SSPR subset at `shared/graph/graph-v1.0-sspr-subset.openapi.yaml` beside the
-    /// project root. Loaded once per process, then shared.
+    /// The Graph v1.0 SSPR subset in this crate's `data/` (compiled in). Parsed once per process,
+    /// then shared.
     ///
     /// # Panics
     ///
-    /// When the file is missing or unusable: this is a test utility, and a test cannot go on.
+    /// When the document is unusable: this is a test utility, and a test cannot go on.
     pub fn graph_subset() -> Spec {
         static CACHE: OnceLock<Spec> = OnceLock::new();
         CACHE
             .get_or_init(|| {
-                Spec::load(GRAPH_SUBSET).unwrap_or_else(|e| panic!("Graph subset document: {e}"))
+                Spec::parse(GRAPH_SUBSET, GRAPH_SUBSET_PATH)
+                    .unwrap_or_else(|e| panic!("Graph subset document: {e}"))
             })
             .clone()
     }

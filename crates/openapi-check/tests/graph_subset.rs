@@ -1,7 +1,7 @@
-//! Checks against the real Graph subset document in `shared/graph/`.
+//! Checks against the real Graph subset document in this crate's `data/`.
 
 use serde_json::{Value, json};
-use sspr_openapi_check::Spec;
+use sspr_openapi_check::{GRAPH_SUBSET_PATH, Spec};
 
 const SMS_PATH: &str =
     "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/Sms";
@@ -114,10 +114,7 @@ fn real_document_loads() {
         assert!(names.contains(&expected), "{expected} missing");
     }
     // Loading by path gives the same document.
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/graph/graph-v1.0-sspr-subset.openapi.yaml"
-    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GRAPH_SUBSET_PATH);
     let loaded = Spec::load(path).unwrap();
     assert_eq!(loaded.document(), spec.document());
 }

@@ -15,7 +15,7 @@
 //! Printed: jobs/s per mode and its ratio to `bare` (target ≥ 0.5), and on PostgreSQL the
 //! dead tuples left in `jobs`. Writes `bench/results/queue_throughput.json`. The disk's fsync
 //! latency moves durable throughput by up to 10× between runs on this machine
-//! (`/work/shared/reference/perf-reliability.md` §0), which is why the baseline runs in the
+//! (the team's perf-reliability reference, §0), which is why the baseline runs in the
 //! same process, minutes apart at most.
 //!
 //! Run: `cargo bench -p sspr-queue --bench queue_throughput [-- JOBS BATCH CONCURRENCY

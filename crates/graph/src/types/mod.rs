@@ -2,8 +2,8 @@
 //! of the identity platform's token answers.
 //!
 //! Written from `shared/reference/graph-facts.md` (cited as "graph-facts §n") and the
-//! `components/schemas` of `shared/graph/graph-v1.0-sspr-subset.openapi.yaml` (generated from
-//! Graph's CSDL). Conventions:
+//! `components/schemas` of `crates/openapi-check/data/graph-v1.0-sspr-subset.openapi.yaml`
+//! (generated from Graph's CSDL). Conventions:
 //!
 //! - Names are Graph's camelCase (`#[serde(rename_all = "camelCase")]`); unknown fields are
 //!   ignored on reads, so new Graph properties never break decoding.
