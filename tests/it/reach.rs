@@ -10,6 +10,7 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 use sspr_domain::{ApiKeyId, DeliveryId, Role, RolloutId, TaskId, TenantId, WebhookId};
 use sspr_fleet_tests::{
@@ -421,4 +422,110 @@ async fn a_restricted_key_reaches_nothing_of_another_tenant_on_any_route() {
     admin.get(&format!("/v1/webhooks/{}", ids_b.webhook), 200).await;
     admin.get(&format!("/v1/api-keys/{}", ids_b.key), 200).await;
     admin.get(&format!("/v1/tenants/{b}/portal-credentials"), 200).await;
+}
+
+/// The payloads of a webhook's deliveries, as its owner reads them.
+async fn delivery_payloads(client: &TestClient, webhook: &str) -> Vec<Value> {
+    let page = client.get(&format!("/v1/webhooks/{webhook}/deliveries?limit=100"), 200).await;
+    page["items"].as_array().unwrap().iter().map(|d| d["payload"].clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restricted_key_sees_a_shared_rollout_only_through_its_own_tenants() {
+    // A and B complete, C is unlicensed and blocks; one rollout covers all three, with B as
+    // its canary and a pilot user named on B's domain. A key restricted to A reads it.
+    let mut env = FAST.to_vec();
+    env.push(("SSPR_FLEET_API__RATE_PER_SECOND", "0"));
+    env.push(("SSPR_FLEET_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true"));
+    let (app, sim) =
+        spawn_app_with_sim(&scenario(&[Kind::Ready, Kind::Ready, Kind::Unlicensed]), &env).await;
+    let admin = app.client_with(&app.admin_key().await);
+    let tenants = onboard_all(&admin, 3).await;
+    let (a, b, c) = (&tenants[0], &tenants[1], &tenants[2]);
+    let as_a = app.client_with(&app.key_with(Role::Admin, Some(&[a.parse().unwrap()])).await);
+    let hook = as_a
+        .post_json(
+            "/v1/webhooks",
+            &json!({"url": "http://127.0.0.1:9/a", "event_types": ["rollout.completed"]}),
+            201,
+        )
+        .await["webhook"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut spec = rollout_spec(0, 10, 10);
+    spec["name"] = json!("Shared winter rollout");
+    spec["selector"] = json!({"tenant_ids": [a, b, c]});
+    spec["waves"]["canary"] = json!({"kind": "tenants", "tenant_ids": [b]});
+    spec["policy"]["pilot_group"]["members"] =
+        json!(["user00003@{domain}", "user00004@t01.onmicrosoft.com"]);
+    let rollout =
+        admin.post_json("/v1/rollouts", &spec, 201).await["id"].as_str().unwrap().to_owned();
+    let entra_of = (0..3).map(|i| (tenants[i].clone(), entra(i))).collect();
+    let (fleet, _) =
+        crate::engine::drive(&admin, &sim, &rollout, &entra_of, Duration::from_secs(120)).await;
+    assert_eq!(fleet["state"], "completed", "{fleet}");
+    assert_eq!(fleet["tenants"], 3);
+    let fleet_reason = fleet["state_reason"].as_str().unwrap_or_default().to_owned();
+    assert!(fleet_reason.contains("blocked"), "C blocks, the fleet tally says so: {fleet}");
+
+    // What A's key must never learn: B's and C's ids, Entra ids, names and domains, the pilot
+    // user on B's domain, and the fleet-wide tally.
+    let mut foreign = Vec::new();
+    for (i, id) in [(1, b), (2, c)] {
+        let t = admin.get(&format!("/v1/tenants/{id}"), 200).await;
+        foreign.push(id.clone());
+        foreign.push(entra(i));
+        foreign.push(t["display_name"].as_str().unwrap().to_owned());
+        foreign.push(format!("t{i:02}.onmicrosoft.com"));
+    }
+    let mut answers = Vec::new();
+    let view = as_a.get(&format!("/v1/rollouts/{rollout}"), 200).await;
+    assert_eq!(view["tenants"], 1, "{view}");
+    assert_eq!(view["spec"]["selector"]["tenant_ids"], json!([a]), "{view}");
+    assert_eq!(view["spec"]["waves"]["canary"]["tenant_ids"], json!([]), "{view}");
+    assert_eq!(view["spec"]["policy"]["pilot_group"]["members"], json!(["user00003@{domain}"]));
+    let a_state = as_a.get(&format!("/v1/rollouts/{rollout}/tenants/{a}"), 200).await["state"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let own_reason = (a_state != "completed").then(|| format!("1 {a_state}"));
+    assert_eq!(view["state_reason"].as_str().map(str::to_owned), own_reason, "{view}");
+    answers.push(view.to_string());
+    answers.push(as_a.get("/v1/rollouts", 200).await.to_string());
+    let history = as_a.get(&format!("/v1/rollouts/{rollout}/history?limit=1000"), 200).await;
+    for e in history["items"].as_array().unwrap().iter().filter(|e| e["tenant_id"].is_null()) {
+        for fleet_key in ["tenants", "failed", "wave_size", "previous_wave_failed"] {
+            assert!(e["detail"].get(fleet_key).is_none(), "a fleet count in {e}");
+        }
+    }
+    answers.push(history.to_string());
+    answers.push(as_a.get_raw(&format!("/v1/rollouts/{rollout}/events")).await.text());
+    answers.push(
+        as_a.get(&format!("/v1/rollouts/{rollout}/tenants?limit=500"), 200).await.to_string(),
+    );
+    // A cursor naming B, out of A's reach, must not page from B's position.
+    let forged = URL_SAFE_NO_PAD.encode(format!("i:{b}"));
+    let page = as_a.get(&format!("/v1/rollouts/{rollout}/tenants?cursor={forged}"), 200).await;
+    assert_eq!(page["items"], json!([]), "a cursor out of reach pages: {page}");
+    answers.push(page.to_string());
+    for path in ["/status".to_owned(), format!("/status/rollouts/{rollout}")] {
+        answers.push(as_a.get_raw(&path).await.expect_status(200).text());
+    }
+    let payloads = delivery_payloads(&as_a, &hook).await;
+    let completed: Vec<&Value> =
+        payloads.iter().filter(|p| p["type"] == "rollout.completed").collect();
+    assert_eq!(completed.len(), 1, "{payloads:?}");
+    assert_eq!(completed[0]["data"]["reason"].as_str().map(str::to_owned), own_reason);
+    assert_eq!(completed[0]["data"]["detail"], json!({}), "{}", completed[0]);
+    answers.push(serde_json::to_string(&payloads).unwrap());
+
+    let mut leaks = Vec::new();
+    for answer in &answers {
+        for f in foreign.iter().chain([&fleet_reason]).filter(|f| answer.contains(f.as_str())) {
+            leaks.push(format!("{f:?} in {}", &answer[..answer.len().min(300)]));
+        }
+    }
+    assert!(leaks.is_empty(), "A's key learns of B and C:\n{}", leaks.join("\n"));
 }

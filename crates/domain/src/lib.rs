@@ -11,6 +11,7 @@ mod ids;
 pub mod methods_plan;
 mod policy;
 mod problem;
+mod reach;
 mod redact;
 pub mod rollout;
 mod rollout_spec;
@@ -27,6 +28,7 @@ pub use policy::{
     MethodsSpec, PilotGroupSpec, ScopeMode, SsprPolicy,
 };
 pub use problem::FieldProblem;
+pub use reach::{Reach, completion_tally, scoped_reason, scoped_rollout_detail};
 pub use redact::{is_identifier, redact_field_path, redact_serde_message};
 pub use rollout_spec::{Approval, Gates, MAX_SELECTED_IDS, RolloutSpec, TenantSelector, WavePlan};
 pub use webhook::{TEST_EVENT_TYPE, WebhookEventType, WebhookEventTypeParseError};

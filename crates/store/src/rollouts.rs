@@ -944,8 +944,13 @@ impl Store {
                 )
                 .push_bind(id.as_str().to_owned())
                 .push(" AND c.tenant_id = ")
-                .push_bind(after.to_owned())
-                .push(")");
+                .push_bind(after.to_owned());
+                // A cursor naming a tenant out of reach finds no row (and so an empty page):
+                // it must not tell a restricted caller where that tenant stands.
+                if let Some(within) = within {
+                    push_within(&mut qb, "c.tenant_id", within);
+                }
+                qb.push(")");
             }
             qb.push(" ORDER BY wave, position, tenant_id LIMIT ").push_bind(i64::from(limit));
             qb.build_query_as().fetch_all(pool).await?

@@ -16,7 +16,11 @@
 //! subscriptions and restricted ones whose scope holds at least one of the rollout's tenants
 //! (a key that sees one of a rollout's tenants sees the rollout itself).
 
-use std::{collections::BTreeSet, fmt, str::FromStr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    str::FromStr,
+};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
@@ -436,8 +440,8 @@ macro_rules! fan_out_webhooks {
             .await?;
             let needs_rollout_tenants = !plan.event_type.is_tenant_event()
                 && subs.iter().any(|(_, _, scope)| scope.is_some());
-            let rollout_tenants: Vec<String> = if needs_rollout_tenants {
-                sqlx::query_scalar("SELECT tenant_id FROM rollout_tenants WHERE rollout_id = $1")
+            let rollout_tenants: Vec<(String, String)> = if needs_rollout_tenants {
+                sqlx::query_as("SELECT tenant_id, state FROM rollout_tenants WHERE rollout_id = $1")
                     .bind(&plan.rollout_id)
                     .fetch_all(&mut *$tx)
                     .await?
@@ -472,7 +476,14 @@ macro_rules! fan_out_webhooks {
                     }
                     None => (None, None),
                 };
-                for d in plan.deliveries(&targets, rollout_name, tenant_name, gate_entered_at)? {
+                let deliveries = plan.deliveries(
+                    &targets,
+                    &rollout_tenants,
+                    rollout_name,
+                    tenant_name,
+                    gate_entered_at,
+                )?;
+                for d in deliveries {
                     $crate::webhooks::insert_delivery!($tx, &d);
                 }
             }
@@ -516,6 +527,12 @@ impl DeliveryValues {
     }
 }
 
+/// A subscription that receives an event, with the tenants it is limited to.
+pub(crate) struct Target {
+    pub(crate) id: String,
+    pub(crate) scope: Option<BTreeSet<String>>,
+}
+
 /// What a rollout event needs to fan out, computed before its transaction.
 pub(crate) struct FanOut {
     pub(crate) event_type: WebhookEventType,
@@ -553,12 +570,13 @@ impl FanOut {
         })
     }
 
-    /// The ids of the subscriptions (id, event types, scope) that receive this event.
+    /// The subscriptions (id, event types, scope) that receive this event, each with its
+    /// tenant scope. `rollout_tenants` are the rollout's (tenant, state) pairs.
     pub(crate) fn targets(
         &self,
         subs: &[(String, String, Option<String>)],
-        rollout_tenants: &[String],
-    ) -> Result<Vec<String>, StoreError> {
+        rollout_tenants: &[(String, String)],
+    ) -> Result<Vec<Target>, StoreError> {
         let mut out = Vec::new();
         for (id, types, scope) in subs {
             let types: Vec<String> = serde_json::from_str(types)
@@ -566,26 +584,45 @@ impl FanOut {
             if !types.iter().any(|t| t == self.event_type.as_str()) {
                 continue;
             }
-            let reaches = match parse_scope(scope.as_deref())? {
+            let scope = parse_scope(scope.as_deref())?;
+            let reaches = match &scope {
                 None => true,
                 Some(scope) => match &self.tenant_id {
                     Some(tenant) => scope.contains(tenant),
-                    None => rollout_tenants.iter().any(|t| scope.contains(t)),
+                    None => rollout_tenants.iter().any(|(t, _)| scope.contains(t)),
                 },
             };
             if reaches {
-                out.push(id.clone());
+                out.push(Target { id: id.clone(), scope });
             }
         }
         Ok(out)
     }
 
-    /// The event's body, as every subscription receives it.
+    /// The event's body as a subscription with `scope` receives it. A rollout-wide event
+    /// speaks of the whole fleet; a subscription limited to some tenants gets its reason
+    /// recomputed from those tenants' states (`rollout_tenants`) and only the fleet-free keys
+    /// of its detail.
     pub(crate) fn payload(
         &self,
-        rollout_name: Option<String>,
-        tenant_name: Option<String>,
+        scope: Option<&BTreeSet<String>>,
+        rollout_tenants: &[(String, String)],
+        rollout_name: Option<&str>,
+        tenant_name: Option<&str>,
     ) -> Value {
+        let (reason, detail) = match (scope, &self.tenant_id) {
+            (Some(scope), None) => {
+                let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+                for (_, state) in rollout_tenants.iter().filter(|(t, _)| scope.contains(t)) {
+                    *counts.entry(state.as_str()).or_default() += 1;
+                }
+                (
+                    sspr_domain::scoped_reason(self.reason.as_deref(), counts),
+                    sspr_domain::scoped_rollout_detail(&self.detail),
+                )
+            }
+            _ => (self.reason.clone(), self.detail.clone()),
+        };
         json!({
             "type": self.event_type.as_str(),
             "timestamp": self.at.to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -596,9 +633,9 @@ impl FanOut {
                 "tenant_name": tenant_name,
                 "state": self.to_state,
                 "from_state": self.from_state,
-                "reason": self.reason,
+                "reason": reason,
                 "actor": self.actor,
-                "detail": self.detail,
+                "detail": detail,
             },
         })
     }
@@ -607,12 +644,13 @@ impl FanOut {
     /// dedup key naming the gate entry, so it is delivered once per wait.
     pub(crate) fn deliveries(
         &self,
-        targets: &[String],
+        targets: &[Target],
+        rollout_tenants: &[(String, String)],
         rollout_name: Option<String>,
         tenant_name: Option<String>,
         gate_entered_at: Option<i64>,
     ) -> Result<Vec<DeliveryValues>, StoreError> {
-        let payload = self.payload(rollout_name, tenant_name);
+        let (rollout_name, tenant_name) = (rollout_name.as_deref(), tenant_name.as_deref());
         let dedup_key =
             (self.event_type == WebhookEventType::TenantGateWaitingApproval).then(|| {
                 format!(
@@ -625,16 +663,18 @@ impl FanOut {
             });
         targets
             .iter()
-            .map(|sub| {
+            .map(|target| {
                 let subscription_id =
-                    sub.parse().map_err(|e| corrupt("webhook")(format!("id: {e}")))?;
+                    target.id.parse().map_err(|e| corrupt("webhook")(format!("id: {e}")))?;
+                let payload =
+                    self.payload(target.scope.as_ref(), rollout_tenants, rollout_name, tenant_name);
                 let d = NewDelivery {
                     id: DeliveryId::new(),
                     subscription_id,
                     message_id: MessageId::new(),
                     event_type: self.event_type.as_str().to_owned(),
                     tenant_id: self.tenant_id.clone(),
-                    payload: payload.clone(),
+                    payload,
                     created_at: self.at,
                 };
                 DeliveryValues::new(&d, dedup_key.clone())

@@ -124,7 +124,7 @@ impl Cursor {
                 break;
             }
             self.after = e.seq;
-            self.buffer.push_back(frame(&TimelineEntry::from(e)));
+            self.buffer.push_back(frame(&TimelineEntry::seen_by(e, self.within.as_ref())));
             added = true;
         }
         if finished && !added && !full {

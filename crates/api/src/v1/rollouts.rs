@@ -6,7 +6,7 @@
 //! is within its reach, and then only those tenants (in counts too). It may operate a rollout
 //! only when every tenant of it is within its reach: an operation would touch them all.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
@@ -243,7 +243,7 @@ pub(crate) async fn view(
 
 async fn compute_view(
     state: &AppState,
-    within: Option<&std::collections::BTreeSet<String>>,
+    within: Option<&BTreeSet<String>>,
     r: Rollout,
 ) -> Result<RolloutView, ApiError> {
     let counts = state.store.rollout_tenant_counts(&r.id, within).await?;
@@ -280,11 +280,22 @@ async fn compute_view(
         running: r.state == "running",
         now,
     });
+    // A restricted caller sees the spec and the reason as computed from its tenants only.
+    let (spec, state_reason) = match within {
+        None => (r.spec, r.state_reason),
+        Some(ids) => {
+            let reason = sspr_domain::scoped_reason(
+                r.state_reason.as_deref(),
+                total.iter().map(|(s, n)| (s.as_str(), *n)),
+            );
+            (scoped_spec(state, &r.spec, ids).await?, reason)
+        }
+    };
     Ok(RolloutView {
         id: r.id.to_string(),
         name: r.name,
         state: r.state,
-        state_reason: r.state_reason,
+        state_reason,
         current_wave: r.current_wave,
         wave_count: r.wave_count,
         tenants: total.values().sum(),
@@ -293,12 +304,36 @@ async fn compute_view(
         blocked_reasons,
         failed_reasons,
         progress,
-        spec: r.spec,
+        spec,
         created_by: r.created_by,
         created_at: r.created_at,
         updated_at: r.updated_at,
         finished_at: r.finished_at,
     })
+}
+
+/// The spec as a caller reaching `ids` sees it: only those tenants, and only pilot members on
+/// their domains (see [`RolloutSpec::scoped_to`]). A spec that no longer reads is shown empty.
+async fn scoped_spec(
+    state: &AppState,
+    spec: &Value,
+    ids: &BTreeSet<String>,
+) -> Result<Value, ApiError> {
+    let Ok(spec) = serde_json::from_value::<RolloutSpec>(spec.clone()) else {
+        return Ok(Value::Object(serde_json::Map::new()));
+    };
+    let mut domains = BTreeSet::new();
+    for id in ids {
+        let Ok(tenant_id) = id.parse::<sspr_domain::TenantId>() else { continue };
+        if let Some(t) = state.store.get_tenant(&tenant_id).await? {
+            domains.extend(t.default_domain.map(|d| d.to_ascii_lowercase()));
+            if t.entra_ref.contains('.') {
+                domains.insert(t.entra_ref.to_ascii_lowercase());
+            }
+        }
+    }
+    let reach = sspr_domain::Reach { tenant_ids: ids, domains };
+    Ok(serde_json::to_value(spec.scoped_to(&reach)).unwrap_or_default())
 }
 
 /// Plan a rollout (dry run).
@@ -538,8 +573,15 @@ pub(crate) struct TimelineEntry {
     pub detail: Value,
 }
 
-impl From<RolloutEvent> for TimelineEntry {
-    fn from(e: RolloutEvent) -> Self {
+impl TimelineEntry {
+    /// The entry as a caller reaching `within` sees it (`None`: every tenant). A rollout-wide
+    /// entry's detail speaks of the whole fleet; a restricted caller gets only its fleet-free
+    /// keys (see [`sspr_domain::scoped_rollout_detail`]).
+    pub(crate) fn seen_by(e: RolloutEvent, within: Option<&BTreeSet<String>>) -> Self {
+        let detail = match (within, &e.tenant_id) {
+            (Some(_), None) => sspr_domain::scoped_rollout_detail(&e.detail),
+            _ => e.detail,
+        };
         Self {
             seq: e.seq,
             at: e.at,
@@ -548,7 +590,7 @@ impl From<RolloutEvent> for TimelineEntry {
             kind: e.kind,
             from_state: e.from_state,
             to_state: e.to_state,
-            detail: e.detail,
+            detail,
         }
     }
 }
@@ -633,7 +675,8 @@ async fn timeline(
         let page = state.store.list_rollout_events(id, after, Some(tenant), None, 1000).await?;
         let done = page.len() < 1000;
         after = page.last().map(|e| e.seq);
-        all.extend(page.into_iter().map(TimelineEntry::from));
+        // Entries of one tenant only: nothing rollout-wide to scope.
+        all.extend(page.into_iter().map(|e| TimelineEntry::seen_by(e, None)));
         if done || all.len() >= 10_000 {
             return Ok(all);
         }
@@ -808,7 +851,7 @@ async fn list_rollout_events(
     let rows = state.store.list_rollout_events(&r.id, query.after, None, within, limit).await?;
     let next_after = (rows.len() == limit as usize).then(|| rows.last().map(|e| e.seq)).flatten();
     Ok(web::Json(EventPage {
-        items: rows.into_iter().map(TimelineEntry::from).collect(),
+        items: rows.into_iter().map(|e| TimelineEntry::seen_by(e, within)).collect(),
         next_after,
     }))
 }

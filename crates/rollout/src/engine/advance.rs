@@ -189,15 +189,7 @@ impl Engine {
         for s in states.values() {
             *counts.entry(s.as_str()).or_default() += 1;
         }
-        let not_done = states.len() - counts.get("completed").copied().unwrap_or(0);
-        let reason = (not_done > 0).then(|| {
-            counts
-                .iter()
-                .filter(|(k, _)| **k != "completed")
-                .map(|(k, v)| format!("{v} {k}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        });
+        let reason = sspr_domain::completion_tally(counts.iter().map(|(k, v)| (*k, *v as u64)));
         let event = self.event(
             ENGINE_ACTOR,
             "completed",
