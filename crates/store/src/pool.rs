@@ -1,4 +1,4 @@
-use std::{str::FromStr, time::Duration};
+use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
     ConnectOptions,
@@ -133,6 +133,13 @@ impl Store {
                 .map_err(connect)?;
             return Ok(Self { db: Db::Sqlite { write: pool.clone(), read: pool } });
         }
+        // The file holds sealed credentials, key hashes and the audit log: owner-only, like the
+        // master key. Created here with mode 0600 before SQLite opens it (SQLite gives the -wal
+        // and -shm files the main file's mode), and tightened if an older version left it open.
+        if !read_only_url(url) {
+            create_owner_only(base.get_filename()).map_err(|e| connect(sqlx::Error::Io(e)))?;
+        }
+        tighten_sqlite_files(base.get_filename());
         // NORMAL in WAL mode never corrupts the database; a power cut may lose the last commits.
         let base = base.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal);
         let write = SqlitePoolOptions::new()
@@ -217,6 +224,71 @@ impl Store {
         }
     }
 }
+
+/// Whether a SQLite URL opens the database read-only (`mode=ro` or `immutable`), in which case
+/// no file may be created.
+fn read_only_url(url: &str) -> bool {
+    let Some((_, query)) = url.split_once('?') else { return false };
+    query.split('&').any(|pair| {
+        matches!(pair.split_once('='), Some(("mode", "ro")) | Some(("immutable", "true" | "1")))
+    })
+}
+
+/// Creates the database file, empty, with mode 0600 (less the umask) if it does not exist yet;
+/// an existing file is left as it is (never truncated). SQLite takes an empty file for a new
+/// database.
+#[cfg(unix)]
+fn create_owner_only(db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(db) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_owner_only(_db: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Removes the group and other permission bits from the database file and its `-wal` and `-shm`
+/// files where they are set (a database created by an older version, or by hand), with one
+/// warning. A failure is logged, not fatal: the database still works.
+#[cfg(unix)]
+fn tighten_sqlite_files(db: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut tightened = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let path = std::path::PathBuf::from(name);
+        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o700)) {
+            Ok(()) => {
+                tightened.push(format!("{} ({mode:o} -> {:o})", path.display(), mode & 0o700))
+            }
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "the SQLite database file is readable by other users and its mode could not be changed"
+            ),
+        }
+    }
+    if !tightened.is_empty() {
+        tracing::warn!(
+            files = %tightened.join(", "),
+            "the SQLite database files were readable by other users; their mode is now owner-only"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn tighten_sqlite_files(_db: &Path) {}
 
 /// What [`Store::migrate`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
