@@ -193,6 +193,10 @@ pub(crate) fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, 
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(concat!("sspr-fleet/", env!("CARGO_PKG_VERSION")))
+        // Never follow a redirect: a 307/308 would re-send a token request's client secret
+        // (or a Graph request's bearer token) to wherever `Location` points. A 3xx is an
+        // error (`GraphError::Redirect`).
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| GraphError::Invalid(format!("cannot build the HTTP client: {e}")))
 }
@@ -354,6 +358,12 @@ impl GraphClient {
                 }),
                 Ok(Err(e)) => {
                     Err(GraphError::Transport { endpoint: "POST /oauth2/v2.0/token", source: e })
+                }
+                Ok(Ok(resp)) if resp.status().is_redirection() => {
+                    return Err(GraphError::Redirect {
+                        endpoint: "POST /oauth2/v2.0/token",
+                        status: resp.status().as_u16(),
+                    });
                 }
                 Ok(Ok(resp)) => {
                     let status = resp.status().as_u16();
@@ -534,6 +544,10 @@ impl GraphClient {
             Ok(Ok(parts)) => parts,
         };
         self.inner.metrics.record(call.endpoint, Some(status), latency_ms, retry);
+        if (300..400).contains(&status) {
+            span.in_scope(|| tracing::info!(status, "Graph answered a redirect; not followed"));
+            return Attempt::Fail(GraphError::Redirect { endpoint: call.endpoint, status });
+        }
         let body: Option<Value> =
             if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
         let request_id = headers.get("request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);

@@ -91,6 +91,16 @@ pub enum GraphError {
     /// The request itself is invalid (over 20 batch items, ...).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The endpoint answered with a redirect. Redirects are never followed: a token request
+    /// carries the client secret (or assertion) and a Graph request the bearer token, and
+    /// neither may be re-sent to wherever a `Location` header points.
+    #[error("{endpoint} answered {status} (a redirect, which is not followed)")]
+    Redirect {
+        /// Endpoint template.
+        endpoint: &'static str,
+        /// HTTP status (3xx).
+        status: u16,
+    },
 }
 
 impl GraphError {
@@ -145,6 +155,7 @@ impl GraphError {
             GraphError::CircuitOpen { reason, .. } => reason.clone(),
             GraphError::Credential(_) => "credential".into(),
             GraphError::Invalid(_) => "invalid".into(),
+            GraphError::Redirect { status, .. } => format!("redirect_{status}"),
         }
     }
 }

@@ -273,6 +273,9 @@ impl PortalClient {
             }
             Ok(Ok(parts)) => parts,
         };
+        if (300..400).contains(&status) {
+            return Err(GraphError::Redirect { endpoint: TOKEN_ENDPOINT, status });
+        }
         let body: Value = serde_json::from_slice(&bytes).map_err(|e| GraphError::Decode {
             endpoint: TOKEN_ENDPOINT,
             detail: format!("not JSON: {e}"),
@@ -366,6 +369,9 @@ impl PortalClient {
             Ok(Ok(parts)) => parts,
         };
         span.record("status", status);
+        if (300..400).contains(&status) {
+            return Err(GraphError::Redirect { endpoint, status });
+        }
         let parsed: Option<Value> =
             if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
         if (200..300).contains(&status) {

@@ -1,0 +1,190 @@
+//! The client against small scripted HTTP servers, for what the simulator never does: redirects
+//! (never followed, so a client secret or a bearer token never goes where `Location` points).
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use secrecy::SecretString;
+use sspr_graph::{Credential, GraphClient, GraphConfig, GraphError, SizeClass, Tenant};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+const TENANT: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+const SECRET: &str = "the-client-secret-that-must-stay-home";
+
+/// One request a server received.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    target: String,
+    body: String,
+}
+
+/// An answer: status, extra headers, JSON body.
+type Answer = (u16, Vec<(String, String)>, String);
+
+/// A one-connection-per-request HTTP/1.1 server answering with `answer`, recording every
+/// request.
+struct Server {
+    base: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Server {
+    async fn start(answer: impl Fn(&Seen, &str) -> Answer + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let answer = Arc::new(answer);
+        let (recorded, own) = (Arc::clone(&seen), base.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (recorded, answer, own) =
+                    (Arc::clone(&recorded), Arc::clone(&answer), own.clone());
+                tokio::spawn(async move {
+                    if let Some(request) = read_request(stream).await {
+                        let (mut stream, seen) = request;
+                        recorded.lock().unwrap().push(seen.clone());
+                        let (status, headers, body) = answer(&seen, &own);
+                        let mut head = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+                            body.len()
+                        );
+                        for (k, v) in headers {
+                            head.push_str(&format!("{k}: {v}\r\n"));
+                        }
+                        head.push_str("\r\n");
+                        let _ = stream.write_all(head.as_bytes()).await;
+                        let _ = stream.write_all(body.as_bytes()).await;
+                        let _ = stream.shutdown().await;
+                    }
+                });
+            }
+        });
+        Self { base, seen }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn read_request(mut stream: TcpStream) -> Option<(TcpStream, Seen)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let mut parts = head.lines().next()?.split(' ');
+    let seen = Seen {
+        method: parts.next()?.to_owned(),
+        target: parts.next()?.to_owned(),
+        body: String::from_utf8_lossy(&buf[head_end..]).into_owned(),
+    };
+    Some((stream, seen))
+}
+
+fn ok(body: serde_json::Value) -> Answer {
+    (200, Vec::new(), body.to_string())
+}
+
+fn redirect(status: u16, to: String) -> Answer {
+    (status, vec![("location".to_owned(), to)], String::new())
+}
+
+fn token() -> Answer {
+    ok(serde_json::json!({"access_token": "a.b.c", "expires_in": 3600, "token_type": "Bearer"}))
+}
+
+fn is_token(seen: &Seen) -> bool {
+    seen.target.ends_with("/oauth2/v2.0/token")
+}
+
+fn tenant() -> Tenant {
+    Tenant {
+        id: TENANT.to_owned(),
+        credential: Arc::new(Credential::ClientSecret {
+            client_id: "11111111-0000-4000-8000-000000000001".into(),
+            secret: SecretString::from(SECRET),
+        }),
+        size: SizeClass::Small,
+    }
+}
+
+fn client(base: &str, _max_pages: usize) -> GraphClient {
+    GraphClient::new(GraphConfig::new(base, base)).unwrap()
+}
+
+/// Guards against a client that loops for ever: the test fails instead of hanging.
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f).await.expect("the call never ended")
+}
+
+#[tokio::test]
+async fn a_redirect_from_the_token_endpoint_is_not_followed() {
+    for status in [307, 308] {
+        let elsewhere = Server::start(|_, _| token()).await;
+        let target = format!("{}/{TENANT}/oauth2/v2.0/token", elsewhere.base);
+        let login = Server::start(move |_, _| redirect(status, target.clone())).await;
+        let client = client(&login.base, 10);
+
+        let err = within(client.organization(&tenant())).await.unwrap_err();
+        assert!(
+            matches!(err, GraphError::Redirect { status: s, endpoint: "POST /oauth2/v2.0/token" } if s == status),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("redirect"), "{err}");
+        let err = within(client.probe_token(&tenant())).await.unwrap_err();
+        assert!(matches!(err, GraphError::Redirect { .. }), "{err:?}");
+        // The form with the client secret reached the login server only.
+        assert!(login.seen().iter().any(|s| s.method == "POST" && s.body.contains(SECRET)));
+        assert!(elsewhere.seen().is_empty(), "{status}: {:?}", elsewhere.seen());
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_from_graph_is_not_followed() {
+    let elsewhere = Server::start(|_, _| ok(serde_json::json!({"value": [{"id": "x"}]}))).await;
+    let target = format!("{}/v1.0/organization", elsewhere.base);
+    let graph = Server::start(
+        move |seen, _| {
+            if is_token(seen) { token() } else { redirect(308, target.clone()) }
+        },
+    )
+    .await;
+    let err = within(client(&graph.base, 10).organization(&tenant())).await.unwrap_err();
+    assert!(
+        matches!(err, GraphError::Redirect { status: 308, endpoint: "GET /organization" }),
+        "{err:?}"
+    );
+    assert_eq!(err.reason(), "redirect_308");
+    assert!(elsewhere.seen().is_empty(), "{:?}", elsewhere.seen());
+}
