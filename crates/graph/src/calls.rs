@@ -1,13 +1,17 @@
 //! The Graph calls sspr-fleet makes, typed. Each names its endpoint template for metrics.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
 
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::{
-    GraphClient, GraphError, MemberAdd, Tenant,
+    GraphClient, GraphConfig, GraphError, MemberAdd, PagingProblem, Tenant,
     client::{Call, Reply},
     types::{
         AuthenticationMethodsPolicy, AuthorizationPolicy, Collection, DirectoryAudit, Group,
@@ -101,6 +105,64 @@ fn decode<T: DeserializeOwned>(reply: Reply, endpoint: &'static str) -> Result<T
     serde_json::from_value(body).map_err(|e| GraphError::Decode { endpoint, detail: e.to_string() })
 }
 
+/// The paging links of one listing: at most `max_pages` pages, no link followed twice (a
+/// listing going in circles), and only links under the configured Graph base URL (the bearer
+/// token goes wherever the link points). Each refusal is a [`GraphError::Paging`].
+pub(crate) struct Pager {
+    endpoint: &'static str,
+    graph_url: String,
+    max_pages: usize,
+    pages: usize,
+    /// SHA-256 of every link followed: 32 bytes each, however long the links.
+    seen: HashSet<[u8; 32]>,
+}
+
+impl Pager {
+    pub(crate) fn new(cfg: &GraphConfig, endpoint: &'static str) -> Self {
+        Self {
+            endpoint,
+            graph_url: cfg.graph_url.clone(),
+            max_pages: cfg.max_pages.max(1),
+            pages: 0,
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Counts the page just read and checks its `@odata.nextLink`: the link to follow next,
+    /// `None` at the end of the listing.
+    pub(crate) fn follow(&mut self, link: Option<String>) -> Result<Option<String>, GraphError> {
+        self.pages += 1;
+        let Some(link) = link else { return Ok(None) };
+        let refuse = |problem| GraphError::Paging { endpoint: self.endpoint, problem };
+        if self.pages >= self.max_pages {
+            return Err(refuse(PagingProblem::TooManyPages(self.max_pages)));
+        }
+        if !within_base(&self.graph_url, &link) {
+            return Err(refuse(PagingProblem::ForeignHost));
+        }
+        if !self.seen.insert(Sha256::digest(link.as_bytes()).into()) {
+            return Err(refuse(PagingProblem::Loop));
+        }
+        Ok(Some(link))
+    }
+}
+
+/// Whether the absolute URL `link` is under `base` (the Graph base URL): same scheme, host and
+/// port, and a path below the base's path. Compared parsed, so user information, a different
+/// port or a look-alike prefix (`https://graph.microsoft.com.evil.example/`) never passes.
+pub(crate) fn within_base(base: &str, link: &str) -> bool {
+    let (Ok(base), Ok(link)) = (reqwest::Url::parse(base), reqwest::Url::parse(link)) else {
+        return false;
+    };
+    let base_path = base.path().trim_end_matches('/');
+    link.scheme() == base.scheme()
+        && link.host() == base.host()
+        && link.port_or_known_default() == base.port_or_known_default()
+        && link.username().is_empty()
+        && link.password().is_none()
+        && link.path().strip_prefix(base_path).is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// Percent-encodes an OData query value.
 fn encode(value: &str) -> String {
     let mut out = String::new();
@@ -139,10 +201,11 @@ impl GraphClient {
         endpoint: &'static str,
         mut page: impl FnMut(Vec<T>),
     ) -> Result<(), GraphError> {
+        let mut pager = Pager::new(self.config(), endpoint);
         let mut next = Some(path);
         while let Some(path) = next.take() {
             let collection: Collection<T> = self.get(tenant, path, endpoint).await?;
-            next = collection.next_link;
+            next = pager.follow(collection.next_link)?;
             page(collection.value);
         }
         Ok(())
@@ -380,6 +443,7 @@ impl GraphClient {
         group_id: &str,
     ) -> Result<Vec<crate::types::DirectoryObject>, GraphError> {
         let mut all = Vec::new();
+        let mut pager = Pager::new(self.config(), "GET /groups/{id}/members");
         let mut next =
             Some(format!("/groups/{group_id}/members?$select=id,userPrincipalName,displayName"));
         while let Some(path) = next.take() {
@@ -387,7 +451,7 @@ impl GraphClient {
                 .refs([group_id.to_owned()]);
             let page: Collection<crate::types::DirectoryObject> =
                 decode(self.send(tenant, call).await?, "GET /groups/{id}/members")?;
-            next = page.next_link;
+            next = pager.follow(page.next_link)?;
             all.extend(page.value);
         }
         Ok(all)
@@ -774,6 +838,86 @@ fn group_refs(body: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paging_links_must_stay_under_the_graph_base_url() {
+        let base = "https://graph.microsoft.com";
+        assert!(within_base(base, "https://graph.microsoft.com/v1.0/users?$skiptoken=x"));
+        assert!(within_base(base, "https://GRAPH.microsoft.com:443/v1.0/users"));
+        for link in [
+            "https://graph.microsoft.com.evil.example/v1.0/users",
+            "https://evil.example/v1.0/users",
+            "http://graph.microsoft.com/v1.0/users",
+            "https://graph.microsoft.com:8443/v1.0/users",
+            "https://graph.microsoft.com@evil.example/v1.0/users",
+            "https://user:pw@graph.microsoft.com/v1.0/users",
+            "//evil.example/v1.0/users",
+            "not a url",
+        ] {
+            assert!(!within_base(base, link), "{link}");
+        }
+        // A base with a path: links must be below it, not beside it.
+        assert!(within_base("http://127.0.0.1:9/graph", "http://127.0.0.1:9/graph/v1.0/users"));
+        assert!(!within_base("http://127.0.0.1:9/graph", "http://127.0.0.1:9/graphx/v1.0/users"));
+        assert!(!within_base("http://127.0.0.1:9/graph", "http://127.0.0.1:9/v1.0/users"));
+    }
+
+    fn pager(max_pages: usize) -> Pager {
+        let cfg = GraphConfig { max_pages, ..GraphConfig::new("https://graph.microsoft.com", "x") };
+        Pager::new(&cfg, "GET /users")
+    }
+
+    fn link(n: usize) -> Option<String> {
+        Some(format!("https://graph.microsoft.com/v1.0/users?$skiptoken={n}"))
+    }
+
+    fn problem(result: Result<Option<String>, GraphError>) -> PagingProblem {
+        match result {
+            Err(GraphError::Paging { endpoint: "GET /users", problem }) => problem,
+            other => panic!("expected a paging error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_pager_follows_new_links_and_stops_at_the_end() {
+        let mut p = pager(10);
+        for n in 0..9 {
+            assert_eq!(p.follow(link(n)).unwrap(), link(n));
+        }
+        assert_eq!(p.follow(None).unwrap(), None);
+        assert_eq!(GraphConfig::default().max_pages, crate::MAX_PAGES);
+    }
+
+    #[test]
+    fn a_pager_refuses_more_pages_than_the_cap() {
+        let mut p = pager(3);
+        assert!(p.follow(link(1)).is_ok() && p.follow(link(2)).is_ok());
+        // The third page is the last one allowed: a link beyond it is refused.
+        assert_eq!(problem(p.follow(link(3))), PagingProblem::TooManyPages(3));
+        // The last page of a listing that ends there is fine.
+        let mut p = pager(3);
+        assert!(p.follow(link(1)).is_ok() && p.follow(link(2)).is_ok());
+        assert_eq!(p.follow(None).unwrap(), None);
+    }
+
+    #[test]
+    fn a_pager_refuses_a_link_it_followed_before() {
+        let mut p = pager(100);
+        assert!(p.follow(link(1)).is_ok() && p.follow(link(2)).is_ok());
+        assert_eq!(problem(p.follow(link(1))), PagingProblem::Loop);
+        let mut p = pager(100);
+        assert!(p.follow(link(7)).is_ok());
+        assert_eq!(problem(p.follow(link(7))), PagingProblem::Loop);
+    }
+
+    #[test]
+    fn a_pager_refuses_a_link_to_another_host() {
+        let mut p = pager(100);
+        let foreign = Some("https://evil.example/v1.0/users?$skiptoken=1".to_owned());
+        assert_eq!(problem(p.follow(foreign)), PagingProblem::ForeignHost);
+        let err = GraphError::Paging { endpoint: "GET /users", problem: PagingProblem::Loop };
+        assert_eq!(err.reason(), "paging_loop");
+    }
 
     #[test]
     fn odata_literals_and_encoding() {

@@ -482,10 +482,11 @@ impl GraphClient {
         };
         let url = if call.path.starts_with("http://") || call.path.starts_with("https://") {
             // Follow paging links only to Graph itself: the token must not go anywhere else.
-            if !call.path.starts_with(&format!("{}/", cfg.graph_url)) {
-                return Attempt::Fail(GraphError::Decode {
+            // (`Pager` refuses such links first; this holds for every absolute URL.)
+            if !crate::calls::within_base(&cfg.graph_url, &call.path) {
+                return Attempt::Fail(GraphError::Paging {
                     endpoint: call.endpoint,
-                    detail: "a paging link points outside Graph".into(),
+                    problem: crate::PagingProblem::ForeignHost,
                 });
             }
             call.path.clone()

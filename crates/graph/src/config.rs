@@ -115,7 +115,14 @@ pub struct GraphConfig {
     pub replication_window: Duration,
     /// After a 429, the tenant's calls cost double for this long.
     pub throttle_slowdown: Duration,
+    /// Most pages one listing follows through `@odata.nextLink` before it fails with
+    /// [`crate::GraphError::Paging`] ([`MAX_PAGES`] by default).
+    pub max_pages: usize,
 }
+
+/// The default cap on the pages of one listing: 10,000 pages of Graph's largest page size
+/// (999) are ten million objects, far beyond any tenant this product serves.
+pub const MAX_PAGES: usize = 10_000;
 
 impl Default for GraphConfig {
     fn default() -> Self {
@@ -136,6 +143,7 @@ impl Default for GraphConfig {
             token_refresh_ahead: Duration::from_secs(300),
             replication_window: Duration::from_secs(120),
             throttle_slowdown: Duration::from_secs(300),
+            max_pages: MAX_PAGES,
         }
     }
 }

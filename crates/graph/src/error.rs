@@ -101,6 +101,40 @@ pub enum GraphError {
         /// HTTP status (3xx).
         status: u16,
     },
+    /// A listing's paging links could not be followed safely.
+    #[error("paging of {endpoint} stopped: {problem}")]
+    Paging {
+        /// Endpoint template.
+        endpoint: &'static str,
+        /// What was wrong with the links.
+        problem: PagingProblem,
+    },
+}
+
+/// Why a listing stopped following `@odata.nextLink`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PagingProblem {
+    /// More pages than the configured `max_pages` (a listing that never ends).
+    #[error("more than {0} pages")]
+    TooManyPages(usize),
+    /// A `@odata.nextLink` repeated one already followed (a listing going in circles).
+    #[error("a paging link repeats an earlier one")]
+    Loop,
+    /// A `@odata.nextLink` points outside the configured Graph base URL (the bearer token
+    /// would go there).
+    #[error("a paging link points outside the configured Graph base URL")]
+    ForeignHost,
+}
+
+impl PagingProblem {
+    /// A short, stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            PagingProblem::TooManyPages(_) => "paging_too_many_pages",
+            PagingProblem::Loop => "paging_loop",
+            PagingProblem::ForeignHost => "paging_foreign_host",
+        }
+    }
 }
 
 impl GraphError {
@@ -156,6 +190,7 @@ impl GraphError {
             GraphError::Credential(_) => "credential".into(),
             GraphError::Invalid(_) => "invalid".into(),
             GraphError::Redirect { status, .. } => format!("redirect_{status}"),
+            GraphError::Paging { problem, .. } => problem.code().into(),
         }
     }
 }

@@ -22,9 +22,9 @@ pub mod types;
 pub use breaker::BreakerPolicy;
 pub use calls::{AddMember, BatchItem, BatchOutcome};
 pub use client::{GraphClient, Tenant};
-pub use config::{GraphConfig, MemberAdd, RetryPolicy, SizeClass};
+pub use config::{GraphConfig, MAX_PAGES, MemberAdd, RetryPolicy, SizeClass};
 pub use credentials::{Credential, CredentialError};
-pub use error::GraphError;
+pub use error::{GraphError, PagingProblem};
 pub use metrics::{EndpointStats, LATENCY_BUCKETS_MS, MetricsSnapshot};
 pub use portal::{
     DEFAULT_PORTAL_URL, Enablement, PORTAL_RESOURCE, PortalClient, PortalConfig, PortalSspr,

@@ -1,5 +1,6 @@
 //! The client against small scripted HTTP servers, for what the simulator never does: redirects
-//! (never followed, so a client secret or a bearer token never goes where `Location` points).
+//! (never followed, so a client secret or a bearer token never goes where `Location` points) and
+//! paging links that go in circles, never end, or point at another host.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,7 +10,9 @@ use std::{
 };
 
 use secrecy::SecretString;
-use sspr_graph::{Credential, GraphClient, GraphConfig, GraphError, SizeClass, Tenant};
+use sspr_graph::{
+    Credential, GraphClient, GraphConfig, GraphError, PagingProblem, SizeClass, Tenant,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -139,8 +142,10 @@ fn tenant() -> Tenant {
     }
 }
 
-fn client(base: &str, _max_pages: usize) -> GraphClient {
-    GraphClient::new(GraphConfig::new(base, base)).unwrap()
+fn client(base: &str, max_pages: usize) -> GraphClient {
+    let mut cfg = GraphConfig::new(base, base);
+    cfg.max_pages = max_pages;
+    GraphClient::new(cfg).unwrap()
 }
 
 /// Guards against a client that loops for ever: the test fails instead of hanging.
@@ -186,5 +191,73 @@ async fn a_redirect_from_graph_is_not_followed() {
         "{err:?}"
     );
     assert_eq!(err.reason(), "redirect_308");
+    assert!(elsewhere.seen().is_empty(), "{:?}", elsewhere.seen());
+}
+
+/// A `/users` page with one user and `next` as its `@odata.nextLink`.
+fn users_page(next: Option<String>) -> Answer {
+    let mut body = serde_json::json!({"value": [{"id": "u1"}]});
+    if let Some(next) = next {
+        body["@odata.nextLink"] = next.into();
+    }
+    ok(body)
+}
+
+fn paging_problem(result: Result<(), GraphError>) -> PagingProblem {
+    match result {
+        Err(GraphError::Paging { endpoint: "GET /users", problem }) => problem,
+        other => panic!("expected a paging error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_paging_link_that_repeats_an_earlier_one_ends_the_listing() {
+    // Page 1 -> page 2 -> page 1 -> ...
+    let graph = Server::start(|seen, base| {
+        if is_token(seen) {
+            return token();
+        }
+        let next = if seen.target.contains("skiptoken=2") { 1 } else { 2 };
+        users_page(Some(format!("{base}/v1.0/users?$skiptoken={next}")))
+    })
+    .await;
+    let client = client(&graph.base, 10_000);
+    let mut users = 0;
+    let result = within(client.for_each_user(&tenant(), None, "id", |p| users += p.len())).await;
+    assert_eq!(paging_problem(result), PagingProblem::Loop);
+    // The first page, then pages 2 and 1 by their links; the repeated link to 2 is not sent
+    // (and the page that carried it is not handed over: the listing failed).
+    let pages = graph.seen().iter().filter(|s| !is_token(s)).count();
+    assert_eq!((pages, users), (3, 2));
+}
+
+#[tokio::test]
+async fn a_listing_that_never_ends_stops_at_the_page_cap() {
+    let graph = Server::start(|seen, base| {
+        if is_token(seen) {
+            return token();
+        }
+        let n: u64 = seen.target.rsplit_once("skiptoken=").map_or(0, |(_, n)| n.parse().unwrap());
+        users_page(Some(format!("{base}/v1.0/users?$skiptoken={}", n + 1)))
+    })
+    .await;
+    let result = within(client(&graph.base, 5).for_each_user(&tenant(), None, "id", |_| {})).await;
+    assert_eq!(paging_problem(result), PagingProblem::TooManyPages(5));
+    assert_eq!(graph.seen().iter().filter(|s| !is_token(s)).count(), 5);
+}
+
+#[tokio::test]
+async fn a_paging_link_to_another_host_is_refused_and_gets_nothing() {
+    let elsewhere = Server::start(|_, _| users_page(None)).await;
+    let foreign = format!("{}/v1.0/users?$skiptoken=2", elsewhere.base);
+    let graph =
+        Server::start(
+            move |seen, _| {
+                if is_token(seen) { token() } else { users_page(Some(foreign.clone())) }
+            },
+        )
+        .await;
+    let result = within(client(&graph.base, 10).for_each_user(&tenant(), None, "id", |_| {})).await;
+    assert_eq!(paging_problem(result), PagingProblem::ForeignHost);
     assert!(elsewhere.seen().is_empty(), "{:?}", elsewhere.seen());
 }
