@@ -149,3 +149,42 @@ async fn oversized_headers_are_431_problems() {
     let request = admin.request(Method::GET, "/v1/me").header("x-padding", "a".repeat(4 * 1024));
     admin.send(request).await.expect_status(200);
 }
+
+#[tokio::test]
+async fn an_invalid_authorization_header_does_not_leave_the_anonymous_bucket() {
+    let app = spawn_app_with(&[
+        ("SSPR_FLEET_API__RATE_PER_SECOND", "1"),
+        ("SSPR_FLEET_API__RATE_BURST", "3"),
+    ])
+    .await;
+    // Outside `/v1`, `/metrics` and the status pages nothing authenticates the request, so a
+    // header that is not a valid key must be counted like no header at all.
+    let garbage = app.client_with("garbage");
+    let basic = app.client();
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let response = match i % 3 {
+            0 => garbage.get_raw("/openapi.json").await,
+            1 => garbage.get_raw("/docs/").await,
+            _ => {
+                let request = basic
+                    .request(Method::GET, "/openapi.json")
+                    .header("authorization", "Basic dXNlcjpwYXNz");
+                basic.send(request).await
+            }
+        };
+        statuses.push(response.status);
+        if response.status == 429 {
+            response.expect_problem(429, "rate_limited");
+        }
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+
+    // A valid key has its own bucket there too, and is not held by the spent address bucket.
+    let admin = app.client_with(&app.admin_key().await);
+    for _ in 0..3 {
+        admin.get_raw("/openapi.json").await.expect_status(200);
+    }
+    admin.get_raw("/openapi.json").await.expect_problem(429, "rate_limited");
+}

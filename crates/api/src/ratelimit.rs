@@ -158,19 +158,46 @@ pub(crate) fn refuse(state: &AppState, peer: Option<IpAddr>, err: ApiError) -> A
     err
 }
 
-/// App-wide middleware for requests without credentials: one bucket per client address.
-/// Requests with an `Authorization` header are counted where they are authenticated, per key
-/// when it is valid and per address when it is not.
+/// Whether the route authenticates its requests itself and counts them there (per key when
+/// the key is valid, per address when it is not): the `/v1` and `/metrics` scopes and the
+/// status pages. Matched like the router matches them; a path this misses is counted here
+/// as well, never not at all.
+fn authenticates_itself(path: &str) -> bool {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    let rollout_page = path
+        .strip_prefix("/status/rollouts/")
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'));
+    under("/v1") || under("/metrics") || path == crate::status::LIST_PATH || rollout_page
+}
+
+/// App-wide middleware: one bucket per client address for every request that no valid key
+/// moves to its key's bucket. Requests with an `Authorization` header to routes that
+/// authenticate ([`authenticates_itself`]) are counted there. Elsewhere (the documents, the
+/// interactive docs, unknown paths) the header is checked here: a valid key is counted per
+/// key, anything else (no header, a malformed or unknown key) per address, so sending any
+/// `Authorization` header does not escape the anonymous limit.
 pub(crate) async fn anonymous(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    if is_exempt(req.path()) || req.headers().contains_key(header::AUTHORIZATION) {
+    let credentials = req.headers().contains_key(header::AUTHORIZATION);
+    if is_exempt(req.path()) || (credentials && authenticates_itself(req.path())) {
         return Ok(next.call(req).await?.map_into_left_body());
     }
     let peer = req.peer_addr().map(|a| a.ip());
     let verdict = match req.app_data::<web::Data<AppState>>() {
-        Some(state) => state.rate_limits.check_address(peer),
+        Some(state) => match crate::auth::page_token(req.headers()) {
+            Some(token) if credentials => {
+                match crate::auth::caller_for_token(state, &token).await {
+                    Ok(caller) => state.rate_limits.check_key(caller.key_id.as_str()),
+                    // Unknown or revoked key, or no answer from the database: the address.
+                    Err(_) => state.rate_limits.check_address(peer),
+                }
+            }
+            _ => state.rate_limits.check_address(peer),
+        },
         None => Ok(()),
     };
     match verdict {
@@ -234,6 +261,28 @@ mod tests {
             let _ = l.check_key(&format!("key_{i}"));
         }
         assert!(l.tracked() < CLEAN_EVERY as usize, "{} buckets kept", l.tracked());
+    }
+
+    #[test]
+    fn only_routes_that_authenticate_count_their_own_credentials() {
+        for path in ["/v1", "/v1/me", "/v1/tenants:verify", "/metrics", "/status"] {
+            assert!(authenticates_itself(path), "{path}");
+        }
+        assert!(authenticates_itself("/status/rollouts/rol_1"));
+        for path in [
+            "/openapi.json",
+            "/docs/",
+            "/docs/swagger-initializer.js",
+            "/v1x",
+            "/metricsx",
+            "/status/",
+            "/status/other",
+            "/status/rollouts/",
+            "/status/rollouts/a/b",
+            "/",
+        ] {
+            assert!(!authenticates_itself(path), "{path}");
+        }
     }
 
     #[test]
