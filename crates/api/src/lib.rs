@@ -19,7 +19,6 @@ mod openapi;
 pub(crate) mod ops;
 mod ratelimit;
 mod status;
-mod streams;
 mod v1;
 
 use std::{collections::HashMap, sync::Arc};
@@ -42,7 +41,6 @@ pub use middleware::REQUEST_ID_HEADER;
 pub use openapi::{openapi, openapi_json};
 pub use ops::ProbeStatus;
 pub use ratelimit::{RateLimitSettings, RateLimits};
-pub use streams::StreamSlots;
 pub use v1::{
     api_keys::{ApiKeyList, ApiKeyView, ApiRole, CreateApiKey, CreatedApiKey},
     audit::{AuditEntryView, AuditPage, AuditQuery},
@@ -64,20 +62,11 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// Largest import file accepted by `POST /v1/tenants:import`, in bytes.
     pub max_import_bytes: usize,
-    /// Most event streams one API key may have open in this process (429 beyond).
-    pub max_streams_per_key: usize,
-    /// Most event streams open in this process (503 beyond).
-    pub max_streams: usize,
 }
 
 impl Default for ApiSettings {
     fn default() -> Self {
-        Self {
-            max_body_bytes: 1024 * 1024,
-            max_import_bytes: 16 * 1024 * 1024,
-            max_streams_per_key: 8,
-            max_streams: 256,
-        }
+        Self { max_body_bytes: 1024 * 1024, max_import_bytes: 16 * 1024 * 1024 }
     }
 }
 
@@ -107,8 +96,6 @@ pub struct AppState {
     pub rate_limits: RateLimits,
     /// Rollout views computed in the last second, shared by every HTTP worker.
     pub rollout_views: RolloutViews,
-    /// The open event streams, capped per key and per process (see `settings`).
-    pub streams: StreamSlots,
 }
 
 /// Rollout views (`GET /v1/rollouts/{id}`, the status pages) kept for reuse: each is reused
@@ -204,13 +191,7 @@ pub fn app(
         .app_data(web::Data::new(table))
         .app_data(web::PayloadConfig::new(max_body))
         .app_data(web::JsonConfig::default().limit(max_body))
-        // No validator badge: Swagger UI would fetch it from validator.swagger.io, sending the
-        // document's URL (this host) to a third party.
-        .service(
-            SwaggerUi::new("/docs/{_:.*}")
-                .url("/openapi.json", doc)
-                .config(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none")),
-        )
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc))
         .configure(status::configure)
         // The interactive docs live at `/docs/`; people type `/docs`.
         .route(

@@ -179,12 +179,6 @@ impl Application {
                 webhooks.handlers(),
             )
         });
-        let api_settings = ApiSettings {
-            max_body_bytes: settings.api.max_body_bytes,
-            max_import_bytes: settings.api.max_import_bytes,
-            max_streams_per_key: settings.api.max_streams_per_key,
-            max_streams: settings.api.max_streams,
-        };
         let state = AppState {
             store: store.clone(),
             engine,
@@ -192,8 +186,10 @@ impl Application {
             stopping: Arc::clone(&stopping),
             reports,
             clock,
-            settings: api_settings.clone(),
-            streams: sspr_api::StreamSlots::for_settings(&api_settings),
+            settings: ApiSettings {
+                max_body_bytes: settings.api.max_body_bytes,
+                max_import_bytes: settings.api.max_import_bytes,
+            },
             registry,
             webhooks,
             rollout_views: sspr_api::RolloutViews::default(),

@@ -1,6 +1,10 @@
 //! Idempotency records: the first answer to each POST sent with an `Idempotency-Key`, per API
 //! key, kept for a day. A record is claimed `in_flight` before the request runs, so a
 //! concurrent retry is refused instead of run twice, and completed with the answer.
+//!
+//! An answer that carried a secret is recorded without it: the API layer replaces the secret's
+//! fields by `null` before it calls [`Store::complete_idempotency_key`] and names them in
+//! [`StoredAnswer::withheld`].
 
 use chrono::{DateTime, Utc};
 
@@ -36,6 +40,9 @@ pub struct StoredAnswer {
     pub location: Option<String>,
     /// The body (UTF-8).
     pub body: String,
+    /// Top-level JSON fields of the body that carried a secret and are stored as `null`,
+    /// comma-separated; `None` when nothing was withheld.
+    pub withheld: Option<String>,
 }
 
 /// What [`Store::claim_idempotency_key`] found.
@@ -62,6 +69,7 @@ struct Row {
     content_type: Option<String>,
     location: Option<String>,
     body: Option<String>,
+    withheld: Option<String>,
     created_at: i64,
     expires_at: i64,
 }
@@ -101,7 +109,7 @@ impl Store {
             let row: Option<Row> = with_reader!(self, pool => {
                 sqlx::query_as(
                     "SELECT method, path, request_hash, state, status, content_type, location, body,
-                            created_at, expires_at
+                            withheld, created_at, expires_at
                      FROM idempotency_keys WHERE api_key_id = $1 AND idem_key = $2",
                 )
                 .bind(&r.api_key_id)
@@ -141,6 +149,7 @@ impl Store {
                 content_type: row.content_type,
                 location: row.location,
                 body: row.body.unwrap_or_default(),
+                withheld: row.withheld,
             }));
         }
         // Three races lost in a row: let the client retry.
@@ -157,13 +166,14 @@ impl Store {
         with_writer!(self, pool => {
             sqlx::query(
                 "UPDATE idempotency_keys SET state = 'done', status = $1, content_type = $2,
-                     location = $3, body = $4
-                 WHERE api_key_id = $5 AND idem_key = $6 AND state = 'in_flight'",
+                     location = $3, body = $4, withheld = $5
+                 WHERE api_key_id = $6 AND idem_key = $7 AND state = 'in_flight'",
             )
             .bind(i32::from(answer.status))
             .bind(answer.content_type.as_deref())
             .bind(answer.location.as_deref())
             .bind(&answer.body)
+            .bind(answer.withheld.as_deref())
             .bind(api_key_id)
             .bind(key)
             .execute(pool)

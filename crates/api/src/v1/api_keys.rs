@@ -183,6 +183,7 @@ async fn create_api_key(
         "api_key_id": key.id.as_str(),
         "role": key.role.as_str(),
     })));
+    crate::idempotency::carries_secret(&req, &["key"]);
     Ok(HttpResponse::Created()
         .json(CreatedApiKey { key: token.reveal().to_owned(), api_key: key.into() }))
 }

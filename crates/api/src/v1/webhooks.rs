@@ -414,6 +414,7 @@ async fn create_webhook(
     let (w, secret) = state.webhooks.create(new).await?;
     mark(&req, &w.id);
     let view = WebhookView::of(w, state.clock.now());
+    crate::idempotency::carries_secret(&req, &["secret"]);
     Ok(HttpResponse::Created().json(CreatedWebhook {
         secret: secret.to_text().expose_secret().to_owned(),
         webhook: view,
@@ -591,6 +592,7 @@ async fn rotate_webhook_secret(
         message: "the secret was rotated by another request; try again".into(),
     })?;
     let now = state.clock.now();
+    crate::idempotency::carries_secret(&req, &["secret"]);
     Ok(web::Json(RotatedSecret {
         secret: secret.to_text().expose_secret().to_owned(),
         previous_secret_expires_at: w.previous_secret_until.filter(|u| *u > now),

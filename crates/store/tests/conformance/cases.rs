@@ -1405,9 +1405,19 @@ pub(crate) async fn idempotency_keys_claim_replay_mismatch_expire_and_take_over(
         content_type: Some("application/json".into()),
         location: Some("/v1/rollouts/rol_1".into()),
         body: "{\"id\":\"rol_1\"}".into(),
+        withheld: None,
     };
     store.complete_idempotency_key("key_a", "k1", &answer).await.unwrap();
     assert_eq!(claim(req("k1", "h1"), 2).await, IdempotencyClaim::Replay(answer.clone()));
+    // Which fields were withheld (a secret the API layer stored as null) comes back too.
+    assert_eq!(claim(req("k3", "h"), 2).await, IdempotencyClaim::Claimed);
+    let withheld = StoredAnswer {
+        body: "{\"key\":null,\"api_key\":{}}".into(),
+        withheld: Some("key".into()),
+        ..answer.clone()
+    };
+    store.complete_idempotency_key("key_a", "k3", &withheld).await.unwrap();
+    assert_eq!(claim(req("k3", "h"), 3).await, IdempotencyClaim::Replay(withheld));
     assert_eq!(claim(req("k1", "h2"), 2).await, IdempotencyClaim::Mismatch);
     // Keys are per API key.
     let other = IdempotentRequest { api_key_id: "key_b".into(), ..req("k1", "h2") };
@@ -1422,7 +1432,7 @@ pub(crate) async fn idempotency_keys_claim_replay_mismatch_expire_and_take_over(
     assert_eq!(claim(req("k2", "h"), 302).await, IdempotencyClaim::Claimed);
     // Purging removes only expired records.
     assert_eq!(store.purge_idempotency_keys(t(3600)).await.unwrap(), 0);
-    assert_eq!(store.purge_idempotency_keys(t(3 * 24 * 3600)).await.unwrap(), 3);
+    assert_eq!(store.purge_idempotency_keys(t(3 * 24 * 3600)).await.unwrap(), 4);
 }
 
 pub(crate) async fn rollout_tenant_counts_per_wave_and_state(store: &Store) {
