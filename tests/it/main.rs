@@ -17,5 +17,6 @@ mod reports;
 mod rollouts;
 mod shutdown;
 mod status;
+mod streams;
 mod tenants;
 mod webhooks;

@@ -379,6 +379,29 @@ impl TestApp {
         }
     }
 
+    /// Sets a key's tenant list straight in the database (`None`: every tenant), as an
+    /// administrator changing a key's scope would; the API offers no such change yet.
+    pub async fn set_key_tenants(&self, key_id: &str, tenants: Option<&[String]>) {
+        const SQL: &str = "UPDATE api_keys SET tenant_ids = $1 WHERE id = $2";
+        let json = tenants.map(|t| serde_json::to_string(t).expect("tenant ids as JSON"));
+        let done = match &self.database {
+            TestDatabase::Sqlite { file } => {
+                let url = format!("sqlite://{}", file.display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open SQLite");
+                let done = sqlx::query(SQL).bind(&json).bind(key_id).execute(&mut conn).await;
+                let _ = conn.close().await;
+                done.expect("update tenant_ids").rows_affected()
+            }
+            TestDatabase::Postgres { url, .. } => {
+                let mut conn = sqlx::PgConnection::connect(url).await.expect("open PostgreSQL");
+                let done = sqlx::query(SQL).bind(&json).bind(key_id).execute(&mut conn).await;
+                let _ = conn.close().await;
+                done.expect("update tenant_ids").rows_affected()
+            }
+        };
+        assert_eq!(done, 1, "no key {key_id}");
+    }
+
     /// Everything the database holds, as bytes to search: on SQLite the database file and its
     /// WAL as they are on disk; on PostgreSQL every row of every table of the schema as JSON
     /// text.

@@ -19,6 +19,7 @@ mod openapi;
 pub(crate) mod ops;
 mod ratelimit;
 mod status;
+mod streams;
 mod v1;
 
 use std::{collections::HashMap, sync::Arc};
@@ -41,6 +42,7 @@ pub use middleware::REQUEST_ID_HEADER;
 pub use openapi::{openapi, openapi_json};
 pub use ops::ProbeStatus;
 pub use ratelimit::{RateLimitSettings, RateLimits};
+pub use streams::StreamSlots;
 pub use v1::{
     api_keys::{ApiKeyList, ApiKeyView, ApiRole, CreateApiKey, CreatedApiKey},
     audit::{AuditEntryView, AuditPage, AuditQuery},
@@ -62,11 +64,20 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// Largest import file accepted by `POST /v1/tenants:import`, in bytes.
     pub max_import_bytes: usize,
+    /// Most event streams one API key may have open in this process (429 beyond).
+    pub max_streams_per_key: usize,
+    /// Most event streams open in this process (503 beyond).
+    pub max_streams: usize,
 }
 
 impl Default for ApiSettings {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, max_import_bytes: 16 * 1024 * 1024 }
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_import_bytes: 16 * 1024 * 1024,
+            max_streams_per_key: 8,
+            max_streams: 256,
+        }
     }
 }
 
@@ -96,6 +107,8 @@ pub struct AppState {
     pub rate_limits: RateLimits,
     /// Rollout views computed in the last second, shared by every HTTP worker.
     pub rollout_views: RolloutViews,
+    /// The open event streams, capped per key and per process (see `settings`).
+    pub streams: StreamSlots,
 }
 
 /// Rollout views (`GET /v1/rollouts/{id}`, the status pages) kept for reuse: each is reused

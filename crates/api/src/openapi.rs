@@ -98,8 +98,12 @@ pub(crate) fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::Open
             for (status, response) in responses.iter_mut() {
                 let is_error = status.parse::<u16>().map_or(status == "default", |s| s >= 400);
                 if let (true, RefOr::T(r)) = (is_error, &*response) {
-                    let description = r.description.clone();
+                    let (description, headers) = (r.description.clone(), r.headers.clone());
                     *response = problem_response(&description);
+                    // Headers an operation documents (`Retry-After`) stay.
+                    if let RefOr::T(r) = response {
+                        r.headers = headers;
+                    }
                 }
             }
             let mut add = |status: &str, description: &str| {

@@ -179,6 +179,12 @@ impl Application {
                 webhooks.handlers(),
             )
         });
+        let api_settings = ApiSettings {
+            max_body_bytes: settings.api.max_body_bytes,
+            max_import_bytes: settings.api.max_import_bytes,
+            max_streams_per_key: settings.api.max_streams_per_key,
+            max_streams: settings.api.max_streams,
+        };
         let state = AppState {
             store: store.clone(),
             engine,
@@ -186,10 +192,8 @@ impl Application {
             stopping: Arc::clone(&stopping),
             reports,
             clock,
-            settings: ApiSettings {
-                max_body_bytes: settings.api.max_body_bytes,
-                max_import_bytes: settings.api.max_import_bytes,
-            },
+            settings: api_settings.clone(),
+            streams: sspr_api::StreamSlots::for_settings(&api_settings),
             registry,
             webhooks,
             rollout_views: sspr_api::RolloutViews::default(),

@@ -191,6 +191,10 @@ pub struct ApiSection {
     pub max_body_bytes: usize,
     /// Largest import file, in bytes.
     pub max_import_bytes: usize,
+    /// Most event streams one API key may have open per process.
+    pub max_streams_per_key: usize,
+    /// Most event streams open per process.
+    pub max_streams: usize,
     /// Sustained requests per second per API key (and per client address without a valid
     /// key); 0 switches rate limiting off.
     pub rate_per_second: u32,
@@ -347,6 +351,12 @@ impl Settings {
                 "api.rate_burst",
                 "must be at least 1 when api.rate_per_second is set",
             ));
+        }
+        if self.api.max_streams_per_key == 0 {
+            return Err(SettingsError::new("api.max_streams_per_key", "must be at least 1"));
+        }
+        if self.api.max_streams == 0 {
+            return Err(SettingsError::new("api.max_streams", "must be at least 1"));
         }
         if self.api.max_body_bytes < 1024 {
             return Err(SettingsError::new("api.max_body_bytes", "must be at least 1024"));

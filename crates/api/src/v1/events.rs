@@ -8,6 +8,14 @@
 //! keep an idle stream open. When the process shuts down, the stream ends so the graceful
 //! stop need not wait for it; the client reconnects with `Last-Event-ID`.
 //!
+//! Streams are capped: at most `api.max_streams_per_key` open per API key (beyond, 429
+//! `too_many_streams`) and `api.max_streams` per process (beyond, 503 `stream_capacity`), both
+//! with `Retry-After`. Each stream holds a [`StreamSlot`] that is given back when the stream's
+//! body is dropped: it ended, the client went away, or the process stopped. Every few seconds
+//! the stream reads its key again: once the key is revoked, or no longer reaches any tenant of
+//! the rollout, the stream ends with an `error` event (`unauthorized` or `not_found`, what a
+//! new request would get); a narrowed tenant list applies from then on.
+//!
 //! On PostgreSQL, history entries get their `seq` when inserted but become visible when their
 //! transaction commits, so a later `seq` can become visible before an earlier one. The stream
 //! therefore only sends entries older than a short settle time there (SQLite has a single
@@ -15,11 +23,11 @@
 
 use std::{collections::VecDeque, time::Duration};
 
-use actix_web::{HttpRequest, HttpResponse, get, web};
+use actix_web::{HttpRequest, HttpResponse, get, http::header, web};
 use chrono::TimeDelta;
 use futures_util::stream;
 use serde::Deserialize;
-use sspr_domain::{Role, RolloutId};
+use sspr_domain::{Access, ApiKeyId, Role, RolloutId};
 use sspr_store::Backend;
 use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -27,7 +35,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::{
     AppState,
     auth::Caller,
-    error::{ApiError, FieldError},
+    error::{ApiError, FieldError, Problem, problem_response},
+    streams::{Refused, StreamSlot},
     v1::rollouts::{TimelineEntry, visible},
 };
 
@@ -39,6 +48,10 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
 const POLL: Duration = Duration::from_millis(500);
 /// How often an idle stream gets a comment line.
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How often an open stream reads its key again (revoked, or its reach changed).
+const RECHECK: Duration = Duration::from_secs(5);
+/// `Retry-After` of a refused stream, in seconds.
+const RETRY_AFTER_SECS: u32 = 5;
 /// Entries read per query.
 const BATCH: u32 = 500;
 /// Rollout states after which no entry is added by the engine.
@@ -62,6 +75,19 @@ struct Cursor {
     buffer: VecDeque<web::Bytes>,
     idle: Duration,
     done: bool,
+    /// The key the stream was opened with, read again every [`RECHECK`].
+    key_id: ApiKeyId,
+    next_check: tokio::time::Instant,
+    /// This stream's place under the caps, given back when the stream is dropped.
+    _slot: StreamSlot,
+}
+
+/// Whether the stream's key still may read it.
+enum KeyCheck {
+    /// Yes, with this (possibly changed) tenant restriction.
+    Valid(Option<std::collections::BTreeSet<String>>),
+    /// No: the stream ends with an `error` event carrying this code.
+    Ended(&'static str),
 }
 
 fn frame(e: &TimelineEntry) -> web::Bytes {
@@ -79,6 +105,26 @@ impl Cursor {
             if self.done || self.state.stopping.load(std::sync::atomic::Ordering::Relaxed) {
                 // Shutting down: the client reconnects (to another replica) with Last-Event-ID.
                 return None;
+            }
+            if tokio::time::Instant::now() >= self.next_check {
+                self.next_check = tokio::time::Instant::now() + RECHECK;
+                match self.check_key().await {
+                    Ok(KeyCheck::Valid(within)) => self.within = within,
+                    Ok(KeyCheck::Ended(code)) => {
+                        tracing::info!(rollout = %self.rollout, key_id = %self.key_id, code, "event stream closed: the key may no longer read it");
+                        self.done = true;
+                        return Some(web::Bytes::from(format!(
+                            "event: error\ndata: {{\"code\":\"{code}\"}}\n\n"
+                        )));
+                    }
+                    Err(e) => {
+                        tracing::warn!(rollout = %self.rollout, error = %e, "event stream key check failed");
+                        self.done = true;
+                        return Some(web::Bytes::from(
+                            "event: error\ndata: {\"code\":\"database_unavailable\"}\n\n",
+                        ));
+                    }
+                }
             }
             match self.fill().await {
                 Ok(true) => {
@@ -101,6 +147,30 @@ impl Cursor {
             }
             actix_web::rt::time::sleep(POLL).await;
             self.idle += POLL;
+        }
+    }
+
+    /// Reads the stream's key again: it must be unrevoked, at least a viewer, and still reach
+    /// the rollout (the same check as opening a stream).
+    async fn check_key(&self) -> Result<KeyCheck, ApiError> {
+        let Some(key) = self.state.store.get_api_key(&self.key_id).await? else {
+            return Ok(KeyCheck::Ended("unauthorized"));
+        };
+        if key.revoked_at.is_some() {
+            return Ok(KeyCheck::Ended("unauthorized"));
+        }
+        let caller = Caller {
+            key_id: key.id,
+            key_name: key.name,
+            access: Access { role: key.role, tenants: key.tenants },
+        };
+        if caller.require(Role::Viewer).is_err() {
+            return Ok(KeyCheck::Ended("forbidden_role"));
+        }
+        match visible(&self.state, &caller, self.rollout.as_str()).await {
+            Ok(_) => Ok(KeyCheck::Valid(caller.access.tenants.restricted_to().cloned())),
+            Err(ApiError::NotFound(_)) => Ok(KeyCheck::Ended("not_found")),
+            Err(e) => Err(e),
         }
     }
 
@@ -146,6 +216,11 @@ impl Cursor {
 /// the entry as in `/history`. Ends with an `end` event once the rollout is completed,
 /// cancelled or rolled back. A restricted key gets only its tenants' entries and the
 /// rollout-wide ones.
+///
+/// Open streams are capped per API key (`api.max_streams_per_key`, 429 `too_many_streams`)
+/// and per process (`api.max_streams`, 503 `stream_capacity`), both with `Retry-After`. An open
+/// stream ends with an `error` event (`data: {"code": ...}`) within seconds of its key being
+/// revoked (`unauthorized`) or losing reach to the rollout (`not_found`).
 #[utoipa::path(
     operation_id = "v1.rollout.events",
     tag = "rollouts",
@@ -158,6 +233,10 @@ impl Cursor {
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
         (status = 400, description = "`Last-Event-ID` is not an entry's `seq`"),
         (status = 404, description = "No such rollout within your reach"),
+        (status = 429, description = "Too many requests (`rate_limited`), or this key already has `api.max_streams_per_key` streams open (`too_many_streams`)",
+            headers(("Retry-After" = u32, description = "Seconds to wait before the next request"))),
+        (status = 503, description = "The database is unavailable (`service_unavailable`), or the server has `api.max_streams` streams open (`stream_capacity`)",
+            headers(("Retry-After" = u32, description = "Seconds to wait before the next request (with `stream_capacity`)"))),
     )
 )]
 #[get("/rollouts/{id}/events")]
@@ -191,6 +270,10 @@ async fn rollout_events(
             "after must not be negative",
         )]));
     }
+    let slot = match state.streams.acquire(caller.key_id.as_str()) {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(refusal(refused)),
+    };
     let settle = match state.store.backend() {
         Backend::Postgres => TimeDelta::seconds(2),
         Backend::Sqlite => TimeDelta::zero(),
@@ -204,6 +287,9 @@ async fn rollout_events(
         buffer: VecDeque::new(),
         idle: Duration::ZERO,
         done: false,
+        key_id: caller.key_id.clone(),
+        next_check: tokio::time::Instant::now() + RECHECK,
+        _slot: slot,
     };
     let body = stream::unfold(cursor, |mut c| async move {
         c.next().await.map(|b| (Ok::<_, actix_web::Error>(b), c))
@@ -213,4 +299,31 @@ async fn rollout_events(
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body))
+}
+
+/// The answer to a stream request over a cap: 429 `too_many_streams` (the key's cap) or 503
+/// `stream_capacity` (the process's), with `Retry-After`.
+fn refusal(refused: Refused) -> HttpResponse {
+    let (status, code, detail) = match refused {
+        Refused::KeyFull => (
+            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            "this API key has as many event streams open as it may; close one first",
+        ),
+        Refused::ProcessFull => (
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "stream_capacity",
+            "this server has as many event streams open as it may; retry later",
+        ),
+    };
+    let mut response = problem_response(&Problem {
+        kind: format!("urn:sspr-fleet:problem:{code}"),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail: Some(detail.to_owned()),
+        code: code.to_owned(),
+        errors: Vec::new(),
+    });
+    response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(RETRY_AFTER_SECS));
+    response
 }
