@@ -8,4 +8,5 @@
 pub mod metrics;
 pub mod progress;
 pub mod readiness;
+pub mod spreadsheet;
 pub mod webhooks;

@@ -405,25 +405,16 @@ pub fn csv_header() -> Vec<String> {
     h
 }
 
-/// A cell that a spreadsheet would take as a formula is prefixed with `'` (CSV injection).
-fn cell(text: &str) -> String {
-    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    }
-}
-
 impl TenantReport {
     /// The report's CSV record, in [`csv_header`] order; figure columns are empty without
-    /// figures.
+    /// figures. Every cell is passed through [`crate::spreadsheet::cell`] (CSV injection).
     pub fn csv_record(&self) -> Vec<String> {
         let time = |t: Option<DateTime<Utc>>| {
             t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).unwrap_or_default()
         };
         let mut r = vec![
             self.tenant_id.clone(),
-            cell(&self.display_name),
+            self.display_name.clone(),
             self.status.clone(),
             self.reason.clone().unwrap_or_default(),
             time(self.figures.as_ref().map(|f| f.read_at)),
@@ -432,7 +423,7 @@ impl TenantReport {
         let width = csv_header().len();
         let Some(f) = &self.figures else {
             r.resize(width, String::new());
-            return r;
+            return crate::spreadsheet::record(r);
         };
         let counts = |c: &Counts| {
             [c.users, c.sspr_enabled, c.sspr_registered, c.sspr_capable].map(|n| n.to_string())
@@ -451,7 +442,7 @@ impl TenantReport {
                 .map(|(_, n)| n)
                 .sum::<u64>();
         r.push(other.to_string());
-        r
+        crate::spreadsheet::record(r)
     }
 }
 
@@ -459,9 +450,10 @@ impl TenantReport {
 pub fn csv_chunk(rows: &[TenantReport], header: bool) -> Result<Vec<u8>, ReportError> {
     let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
     if header {
-        w.write_record(csv_header()).map_err(ReportError::Csv)?;
+        w.write_record(crate::spreadsheet::record(csv_header())).map_err(ReportError::Csv)?;
     }
     for row in rows {
+        // `csv_record` already defused its cells; a second pass leaves them as they are.
         w.write_record(row.csv_record()).map_err(ReportError::Csv)?;
     }
     w.into_inner().map_err(|e| ReportError::Csv(e.into_error().into()))
@@ -881,6 +873,33 @@ mod tests {
         }
         assert_eq!(f.methods.len(), MAX_METHOD_NAMES);
         assert_eq!(f.methods_other, 10);
+    }
+
+    #[test]
+    fn every_text_cell_of_the_csv_is_defused() {
+        let report = TenantReport {
+            tenant_id: "ten_x".into(),
+            display_name: "\u{FF1D}HYPERLINK(\"http://x\")".into(),
+            status: "@status".into(),
+            reason: Some("-reason".into()),
+            attempted_at: None,
+            pages: None,
+            duration_ms: None,
+            figures: None,
+        };
+        let text = String::from_utf8(csv_chunk(&[report], true).unwrap()).unwrap();
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
+        let row = reader.records().next().unwrap().unwrap();
+        assert_eq!(&row[0], "ten_x");
+        assert_eq!(&row[1], "'\u{FF1D}HYPERLINK(\"http://x\")");
+        assert_eq!(&row[2], "'@status");
+        assert_eq!(&row[3], "'-reason");
+        // No cell of the file starts like a formula any more.
+        for record in csv::Reader::from_reader(text.as_bytes()).records() {
+            for field in &record.unwrap() {
+                assert_eq!(crate::spreadsheet::cell(field), field);
+            }
+        }
     }
 
     #[test]
