@@ -180,3 +180,15 @@ async fn docs_without_the_slash_redirects_to_the_docs() {
     let response = app.client().get_raw("/docs").await.expect_status(308);
     assert_eq!(response.header("location"), Some("/docs/"));
 }
+
+#[tokio::test]
+async fn the_docs_do_not_send_the_document_to_an_online_validator() {
+    let app = spawn_app().await;
+    let response = app.client().get_raw("/docs/swagger-initializer.js").await.expect_status(200);
+    let script = response.text();
+    let compact: String = script.chars().filter(|c| !c.is_whitespace()).collect();
+    // Without it, Swagger UI shows a badge fetched from validator.swagger.io with the spec's URL.
+    assert!(compact.contains(r#""validatorUrl":"none""#), "{script}");
+    assert!(compact.contains(r#""url":"/openapi.json""#), "{script}");
+    assert!(!script.contains("validator.swagger.io"), "{script}");
+}
