@@ -557,20 +557,51 @@ fn serialize_masked<S: serde::Serializer>(_: &SecretString, s: S) -> Result<S::O
     s.serialize_str("***")
 }
 
-/// The database URL with any password replaced, for logs and `config`.
+/// The database URL with any password replaced, for logs, errors and `config`.
 pub fn mask_url(settings: &Settings) -> String {
     use secrecy::ExposeSecret;
-    let url = settings.database_url.expose_secret();
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let masked =
-                if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
-            format!("{}{masked}{}", &url[..scheme_end + 3], &url[at..])
-        }
-        _ => url.to_owned(),
+    mask_database_url(settings.database_url.expose_secret())
+}
+
+/// `url` with every password replaced by `***`: the one in the user information
+/// (`user:password@host`, percent-encoded or not, even with a raw `@` in it) and the value of
+/// every query parameter whose name contains `password` in any case (`password=`,
+/// `sslpassword=`). Everything else (user, host, port, database, other options) is kept.
+pub fn mask_database_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match base.find("://") {
+        // The last `@` before the query ends the user information (as URL parsers read it).
+        Some(scheme_end) => match base[scheme_end + 3..].rfind('@') {
+            Some(at) => {
+                let at = scheme_end + 3 + at;
+                let userinfo = &base[scheme_end + 3..at];
+                let masked = match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{user}:***"),
+                    None => userinfo.to_owned(),
+                };
+                format!("{}{masked}{}", &base[..scheme_end + 3], &base[at..])
+            }
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
+                    format!("{key}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -578,6 +609,30 @@ mod tests {
     use secrecy::ExposeSecret;
 
     use super::*;
+
+    #[test]
+    fn database_passwords_are_masked_wherever_they_are_written() {
+        for (url, masked) in [
+            ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u:p%40w@h/db?sslmode=require", "postgres://u:***@h/db?sslmode=require"),
+            (
+                "postgres://u:p@w@h/db?application_name=a@b",
+                "postgres://u:***@h/db?application_name=a@b",
+            ),
+            (
+                "postgres://u@h/db?password=pw&sslmode=require",
+                "postgres://u@h/db?password=***&sslmode=require",
+            ),
+            (
+                "postgresql://h/db?user=u&PassWord=pw&sslpassword=k",
+                "postgresql://h/db?user=u&PassWord=***&sslpassword=***",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("sqlite://data/sspr-fleet.db", "sqlite://data/sspr-fleet.db"),
+        ] {
+            assert_eq!(mask_database_url(url), masked, "{url}");
+        }
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

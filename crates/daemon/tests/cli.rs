@@ -259,3 +259,58 @@ fn graph_sim_refuses_a_bad_scenario_with_one_line() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("admins and guests exceed users"), "{stderr}");
 }
+
+/// Database URLs with a password in each place one can be written, and the password.
+const DATABASE_URLS: [(&str, &str); 5] = [
+    ("postgres://fleet:s3cretpw@db.example:5432/fleet", "s3cretpw"),
+    ("postgres://fleet@db.example/fleet?sslmode=require&password=s3cretpw", "s3cretpw"),
+    ("postgresql://db.example/fleet?PASSWORD=s3cretpw&user=fleet", "s3cretpw"),
+    ("postgres://fleet:p%40ss%2Fw0rd@db.example/fleet", "p%40ss%2Fw0rd"),
+    ("postgres://fleet:p@ss@db.example/fleet?application_name=a@b", "p@ss"),
+];
+
+#[test]
+fn config_never_prints_the_database_password() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, password) in DATABASE_URLS {
+        let out =
+            command(dir.path()).arg("config").env("SSPR_FLEET_DATABASE_URL", url).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{url}: {stderr}");
+        assert!(
+            !stdout.contains(password) && !stderr.contains(password),
+            "{url}:\n{stdout}{stderr}"
+        );
+        assert!(!stdout.contains("ss@") && !stdout.contains("0rd"), "{url}:\n{stdout}");
+        // What is left still says where the database is.
+        assert!(stdout.contains("db.example"), "{url}:\n{stdout}");
+    }
+}
+
+#[test]
+fn a_database_that_cannot_be_reached_is_reported_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let urls =
+        ["postgres://u:s3cretpw@127.0.0.1:1/db", "postgres://u@127.0.0.1:1/db?password=s3cretpw"];
+    for url in urls {
+        for subcommand in ["migrate", "serve"] {
+            let out = command(dir.path())
+                .arg(subcommand)
+                .env("SSPR_FLEET_DATABASE_URL", url)
+                .env("SSPR_FLEET_LISTEN", "127.0.0.1:0")
+                .env("SSPR_FLEET_DATABASE__ACQUIRE_TIMEOUT_SECS", "1")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{subcommand} {url} succeeded");
+            assert!(stderr.contains("127.0.0.1:1"), "{subcommand} {url}:\n{stderr}");
+            assert!(
+                !stdout.contains("s3cretpw") && !stderr.contains("s3cretpw"),
+                "{subcommand} {url}:\n{stdout}{stderr}"
+            );
+        }
+    }
+}
