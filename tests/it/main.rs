@@ -11,6 +11,7 @@ mod errors;
 mod idempotency;
 mod limits;
 mod live;
+mod narrowing;
 mod ops;
 mod reach;
 mod reports;

@@ -279,6 +279,16 @@ impl GraphSim {
         Ok(())
     }
 
+    /// How many member users (guests excluded, administrators included) SSPR was enabled for:
+    /// at the start, then after every change of that number (a legacy policy change, a group
+    /// membership change, a dynamic rule), oldest first. A rollout that never narrows SSPR
+    /// leaves a sequence that never goes down.
+    pub fn sspr_enabled_members(&self, tenant: &str) -> Result<Vec<u32>, SimError> {
+        let world = self.inner.world.lock();
+        let i = Self::tenant_index(&world, tenant)?;
+        Ok(world.tenants[i].enabled_members.clone())
+    }
+
     /// The legacy SSPR policy of a tenant.
     pub fn legacy_sspr(&self, tenant: &str) -> Result<LegacySspr, SimError> {
         let world = self.inner.world.lock();

@@ -275,7 +275,14 @@ pub(crate) struct Tenant {
     pub(crate) audits: Vec<AuditEvent>,
     pub(crate) behaviour: Behaviour,
     pub(crate) grants: Vec<AppGrant>,
+    /// How many member users (guests excluded) SSPR is enabled for: at the start and after
+    /// every change of that number, oldest first, at most [`ENABLED_HISTORY`] entries (the
+    /// first is always kept). Tests read it to prove a rollout never narrowed SSPR.
+    pub(crate) enabled_members: Vec<u32>,
 }
+
+/// Most entries of [`Tenant::enabled_members`].
+pub(crate) const ENABLED_HISTORY: usize = 4096;
 
 /// A deterministic pseudo-random number in [0, 1) for (seed, index, purpose).
 pub(crate) fn unit(seed: u64, index: u32, purpose: &str) -> f64 {
@@ -378,9 +385,13 @@ impl Tenant {
     }
 
     /// Whether the legacy policy enables SSPR for the user right now (the `isSsprEnabled`
-    /// rule). Administrators are governed by the separate admin policy (`allowedToUseSSPR`).
+    /// rule). Guests are never enabled by the users' setting, whatever it is; administrators
+    /// are governed by the separate admin policy (`allowedToUseSSPR`, graph-facts §4, §11).
     pub(crate) fn legacy_enables(&self, index: u32) -> bool {
         let user = self.users[index as usize];
+        if user.flags & flag::GUEST != 0 {
+            return false;
+        }
         if user.flags & flag::ADMIN != 0 {
             return self
                 .authorization_policy
@@ -404,8 +415,12 @@ impl Tenant {
     /// change to the legacy policy, group membership or the registration campaign.
     pub(crate) fn refresh_scope(&mut self, now_secs: i64) {
         let campaign = self.campaign_targets();
+        let mut enabled_members = 0u32;
         for index in 0..self.users.len() as u32 {
             let enabled = self.legacy_enables(index);
+            if enabled && self.users[index as usize].flags & flag::GUEST == 0 {
+                enabled_members += 1;
+            }
             let nudged = campaign.as_ref().is_some_and(|targets| self.targets_user(targets, index));
             let user = &mut self.users[index as usize];
             if enabled && user.enabled_at == NEVER {
@@ -415,6 +430,12 @@ impl Tenant {
             if prompted && user.prompted_at == NEVER {
                 user.prompted_at = now_secs;
             }
+        }
+        if self.enabled_members.last() != Some(&enabled_members) {
+            if self.enabled_members.len() >= ENABLED_HISTORY {
+                self.enabled_members.remove(1);
+            }
+            self.enabled_members.push(enabled_members);
         }
     }
 

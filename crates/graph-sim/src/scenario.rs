@@ -222,6 +222,9 @@ pub struct TenantSpec {
     pub groups: Vec<GroupSpec>,
     /// The legacy SSPR policy at start.
     pub legacy: LegacySspr,
+    /// `authorizationPolicy.allowedToUseSSPR` at start: whether administrators may use SSPR
+    /// (default true; hardening baselines set it to false).
+    pub allowed_to_use_sspr: Option<bool>,
     /// How users behave over time.
     pub behaviour: Behaviour,
     /// Whether the default app is consented in this tenant.
@@ -259,6 +262,7 @@ impl Default for TenantSpec {
             methods: BTreeMap::new(),
             groups: Vec::new(),
             legacy: LegacySspr::default(),
+            allowed_to_use_sspr: None,
             behaviour: Behaviour::default(),
             consented: true,
             roles: None,
@@ -467,6 +471,8 @@ fn generate_one(seed: u64, i: u32, g: &GenerateSpec) -> TenantSpec {
         mfa_registered_share: 0.1 + 0.6 * u("mfa"),
         methods,
         legacy,
+        // Hardening baselines switch administrators' SSPR off.
+        allowed_to_use_sspr: (u("admin_sspr") < 0.3).then_some(false),
         behaviour: g.behaviour.clone(),
         consented: u("consent") >= g.consent_missing_share,
         faults: g.faults.clone(),
@@ -580,6 +586,7 @@ fn build_tenant(
             .unwrap_or_else(|| default_portal_refresh_token(&id)),
         audits: Vec::new(),
         behaviour: spec.behaviour.clone(),
+        enabled_members: Vec::new(),
         grants: apps
             .iter()
             .map(|a| AppGrant {
@@ -623,6 +630,9 @@ fn build_tenant(
         )));
     }
     t.legacy = spec.legacy.clone();
+    if let Some(allowed) = spec.allowed_to_use_sspr {
+        t.authorization_policy.insert("allowedToUseSSPR".into(), allowed.into());
+    }
     // Users already in scope at start were prompted long ago: most have registered.
     let long_ago = -((spec.behaviour.registration_delay_hours * 3600.0 * 6.0) as i64) - 86_400;
     t.refresh_scope(long_ago);

@@ -954,7 +954,8 @@ licence = "business_standard"
 
 const WOODGROVE: &str = "0b6a3a8e-5555-4c2d-9e7f-000000000005";
 const LITWARE: &str = "0b6a3a8e-6666-4c2d-9e7f-000000000006";
-const ALL_MEMBERS_RULE: &str = r#"(user.accountEnabled -eq true) and (user.userType -eq "Member")"#;
+const ALL_MEMBERS_RULE: &str =
+    r#"(user.accountEnabled -eq true) -and (user.userType -eq "Member")"#;
 
 impl Sim {
     /// Creates a security group (with `members` bound) and waits out replication.

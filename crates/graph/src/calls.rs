@@ -16,8 +16,8 @@ use crate::{
     types::{
         AuthenticationMethodsPolicy, AuthorizationPolicy, Collection, DirectoryAudit, Group,
         MAX_BIND_MEMBERS, MethodConfigPatch, MethodConfiguration, MethodId, NewSecurityGroup,
-        Organization, SubscribedSku, User, UserRegistrationDetails, UserRegistrationFeatureSummary,
-        members_bind_body,
+        Organization, ReportPopulation, SubscribedSku, User, UserRegistrationDetails,
+        UserRegistrationFeatureSummary, members_bind_body,
     },
 };
 
@@ -672,9 +672,21 @@ impl GraphClient {
         &self,
         tenant: &Tenant,
     ) -> Result<UserRegistrationFeatureSummary, GraphError> {
+        self.users_registered_by_feature_in(tenant, ReportPopulation::ALL).await
+    }
+
+    /// Counts by feature over the users of `population`.
+    pub async fn users_registered_by_feature_in(
+        &self,
+        tenant: &Tenant,
+        population: ReportPopulation,
+    ) -> Result<UserRegistrationFeatureSummary, GraphError> {
         self.get(
             tenant,
-            "/reports/authenticationMethods/usersRegisteredByFeature(includedUserTypes='all',includedUserRoles='all')".into(),
+            format!(
+                "/reports/authenticationMethods/usersRegisteredByFeature{}",
+                population.arguments()
+            ),
             "GET /reports/authenticationMethods/usersRegisteredByFeature",
         )
         .await

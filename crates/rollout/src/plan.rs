@@ -14,7 +14,10 @@ use sspr_domain::{
     methods_plan::{Stage, plan_campaign, plan_methods},
     rollout::plan_waves,
 };
-use sspr_graph::{GraphClient, GraphError, types::Group};
+use sspr_graph::{
+    GraphClient, GraphError,
+    types::{Group, ReportPopulation},
+};
 use sspr_registry::{Registry, RegistryError, failure_code};
 use sspr_store::{Store, StoreError, Tenant, TenantFilter, TenantStatus};
 use tokio::sync::Semaphore;
@@ -22,7 +25,10 @@ use utoipa::ToSchema;
 
 use crate::{
     SCOPE_GROUP_DESCRIPTION,
-    graph_state::{campaign_now, methods_now, sspr_on_for_all},
+    graph_state::{
+        Coverage, SCOPE_WOULD_NARROW, ScopeDecision, campaign_now, governed_and_enabled,
+        methods_now, narrowing_message, scope_decision,
+    },
 };
 
 /// Why a plan could not be made at all.
@@ -320,12 +326,15 @@ impl Planner {
                 (None, None) => Ok(Vec::new()),
             }
         };
-        let (methods, groups, users) =
-            tokio::join!(g.methods_policy(t), group_lookup, g.users_registered_by_feature(t));
+        let (methods, groups, users) = tokio::join!(
+            g.methods_policy(t),
+            group_lookup,
+            g.users_registered_by_feature_in(t, ReportPopulation::MEMBER_USERS)
+        );
         let methods = methods.map_err(|e| (graph_blocker(&e), none()))?;
         let groups = groups.map_err(|e| (graph_blocker(&e), none()))?;
-        // Reports need P1/P2; without them, whether SSPR is already on for all is unknown.
-        let already_all = users.as_ref().ok().is_some_and(sspr_on_for_all);
+        // Reports need P1/P2; without them, how far SSPR reaches is unknown.
+        let coverage = users.as_ref().ok().and_then(Coverage::of);
         let mut steps = Vec::new();
 
         // The scope group.
@@ -399,6 +408,7 @@ impl Planner {
         let mut to_add = Vec::new();
         let mut already = 0usize;
         let mut unresolved = Vec::new();
+        let mut resolved = Vec::new();
         let Some(pilot_members) = policy.pilot_group.members_for(tenant.default_domain.as_deref())
         else {
             return Err((
@@ -411,9 +421,13 @@ impl Planner {
         };
         for member in &pilot_members {
             match g.user(t, member).await {
-                Ok(Some(u)) if members_now.contains(&u.id.to_ascii_lowercase()) => already += 1,
+                Ok(Some(u)) if members_now.contains(&u.id.to_ascii_lowercase()) => {
+                    already += 1;
+                    resolved.push(u.id);
+                }
                 Ok(Some(u)) => {
-                    to_add.push(json!({"id": u.id, "user_principal_name": u.user_principal_name}))
+                    to_add.push(json!({"id": u.id, "user_principal_name": u.user_principal_name}));
+                    resolved.push(u.id);
                 }
                 Ok(None) => unresolved.push(member.clone()),
                 Err(e) => return Err((graph_blocker(&e), steps)),
@@ -436,6 +450,26 @@ impl Planner {
                 },
             ));
         }
+        // Never narrow SSPR: decide what selecting the pilot group would do to its reach.
+        let mut pilot_enabled = None;
+        if coverage.is_some_and(|c| !c.is_all() && c.enabled > 0) {
+            let mut n = 0;
+            for id in &resolved {
+                match g.registration_details_of(t, id).await {
+                    Ok(d) if governed_and_enabled(&d) => n += 1,
+                    Ok(_) => {}
+                    Err(e) if e.status() == Some(404) => {}
+                    Err(e) => return Err((graph_blocker(&e), steps)),
+                }
+            }
+            pilot_enabled = Some(n);
+        }
+        let decision = scope_decision(coverage, pilot_enabled);
+        steps.push(coverage_step(coverage, decision, resolved.len() as u64));
+        if let ScopeDecision::WouldNarrow { enabled_now, kept } = decision {
+            return Err((blocker(SCOPE_WOULD_NARROW, narrowing_message(enabled_now, kept)), steps));
+        }
+        let already_all = decision == ScopeDecision::AlreadyAll;
         if already_all {
             steps.push(step(
                 "pilot_members",
@@ -542,4 +576,53 @@ impl Planner {
         }
         Ok(steps)
     }
+}
+
+/// The plan's statement of how many member users SSPR reaches now and after each stage (the
+/// users its None/Selected/All setting governs: members who are not administrators).
+fn coverage_step(
+    coverage: Option<Coverage>,
+    decision: ScopeDecision,
+    pilot_users: u64,
+) -> PlannedStep {
+    let Some(c) = coverage else {
+        return step(
+            "sspr_coverage",
+            "unknown",
+            "how many users SSPR reaches cannot be read without Entra ID P1/P2; the scope task tells the technician to leave an All setting as it is",
+            json!({"now": null, "after_pilot": null, "after_all": null}),
+        );
+    };
+    let (action, summary, after_pilot) = match decision {
+        ScopeDecision::AlreadyAll => (
+            "keep",
+            format!(
+                "SSPR already reaches all {} member users: nothing to widen, nothing to narrow",
+                c.users
+            ),
+            c.enabled,
+        ),
+        ScopeDecision::Proceed => (
+            "widen",
+            format!(
+                "SSPR reaches {} of {} member users now, the pilot users after the pilot stage, every enabled member user after the all stage",
+                c.enabled, c.users
+            ),
+            c.enabled.max(pilot_users),
+        ),
+        ScopeDecision::WouldNarrow { kept, .. } => (
+            "would_narrow",
+            format!(
+                "SSPR reaches {} of {} member users now; Selected = the pilot group would keep it for {kept}",
+                c.enabled, c.users
+            ),
+            kept,
+        ),
+    };
+    step(
+        "sspr_coverage",
+        action,
+        summary,
+        json!({"member_users": c.users, "now": c.enabled, "after_pilot": after_pilot, "after_all": c.users}),
+    )
 }

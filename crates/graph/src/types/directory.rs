@@ -22,9 +22,9 @@ pub const MAX_MAIL_NICKNAME_LEN: usize = 64;
 pub const DYNAMIC_MEMBERSHIP: &str = "DynamicMembership";
 
 /// The dynamic membership rule that takes in every enabled member user (no guests, no
-/// disabled accounts).
+/// disabled accounts), in the `-and` form Microsoft's rule syntax documents first.
 pub const ALL_MEMBERS_RULE: &str =
-    r#"(user.accountEnabled -eq true) and (user.userType -eq "Member")"#;
+    r#"(user.accountEnabled -eq true) -and (user.userType -eq "Member")"#;
 
 /// Characters a `mailNickname` may not contain besides non-ASCII ones: ``@ () \ [] " ; : . <> ,``
 /// and space (graph-facts §8).

@@ -56,10 +56,10 @@ pub use reports::{
     ACTIVITY_RESET_PASSWORD_BY_ADMIN, ACTIVITY_RESET_PASSWORD_SELF_SERVICE,
     ACTIVITY_SSPR_FLOW_PROGRESS, ACTIVITY_SSPR_REGISTERED, ACTIVITY_UNLOCK_SELF_SERVICE,
     AuditInitiator, AuditUser, DirectoryAudit, FEATURE_MFA_CAPABLE, FEATURE_PASSWORDLESS_CAPABLE,
-    FEATURE_SSPR_CAPABLE, FEATURE_SSPR_ENABLED, FEATURE_SSPR_REGISTERED, SSPR_ACTIVITIES,
-    SSPR_SERVICE, TargetResource, UserRegistrationDetails, UserRegistrationFeatureCount,
-    UserRegistrationFeatureSummary, UserRegistrationMethodCount, UserRegistrationMethodSummary,
-    audit_filter, odata_string_literal,
+    FEATURE_SSPR_CAPABLE, FEATURE_SSPR_ENABLED, FEATURE_SSPR_REGISTERED, ReportPopulation,
+    SSPR_ACTIVITIES, SSPR_SERVICE, TargetResource, UserRegistrationDetails,
+    UserRegistrationFeatureCount, UserRegistrationFeatureSummary, UserRegistrationMethodCount,
+    UserRegistrationMethodSummary, audit_filter, odata_string_literal,
 };
 
 /// One page of a Graph collection: `{"value": [...], "@odata.nextLink": "..."}`.

@@ -49,6 +49,31 @@ pub const FEATURE_PASSWORDLESS_CAPABLE: &str = "passwordlessCapable";
 /// `usersRegisteredByFeature` feature: MFA-capable users.
 pub const FEATURE_MFA_CAPABLE: &str = "mfaCapable";
 
+/// Whom a summary function (`usersRegisteredByFeature`, `usersRegisteredByMethod`) counts:
+/// its `includedUserTypes` (`all|member|guest`) and `includedUserRoles`
+/// (`all|privilegedAdmin|admin|user`) arguments (graph-facts §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportPopulation {
+    /// `includedUserTypes`.
+    pub user_types: &'static str,
+    /// `includedUserRoles`.
+    pub user_roles: &'static str,
+}
+
+impl ReportPopulation {
+    /// Every user, guests and administrators included.
+    pub const ALL: Self = Self { user_types: "all", user_roles: "all" };
+    /// Member users who are not administrators: the users the tenant's SSPR setting
+    /// (None/Selected/All) governs. Guests are never enabled by it; administrators follow
+    /// `authorizationPolicy.allowedToUseSSPR` (graph-facts §4, §11).
+    pub const MEMBER_USERS: Self = Self { user_types: "member", user_roles: "user" };
+
+    /// The function call's argument list, e.g. `(includedUserTypes='member',includedUserRoles='user')`.
+    pub fn arguments(&self) -> String {
+        format!("(includedUserTypes='{}',includedUserRoles='{}')", self.user_types, self.user_roles)
+    }
+}
+
 /// One user's row of `GET /reports/authenticationMethods/userRegistrationDetails`
 /// (graph-facts §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

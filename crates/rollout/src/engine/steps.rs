@@ -15,8 +15,8 @@ use sspr_domain::{
 use sspr_graph::{
     GraphError, Tenant as GraphTenant,
     types::{
-        ALL_USERS, AuthenticationMethodsPolicy, CampaignIncludeTarget, FEATURE_SSPR_ENABLED,
-        MethodConfigPatch, MethodState, MethodTarget, NewSecurityGroup, RegistrationCampaign,
+        ALL_USERS, AuthenticationMethodsPolicy, CampaignIncludeTarget, MethodConfigPatch,
+        MethodState, MethodTarget, NewSecurityGroup, RegistrationCampaign, ReportPopulation,
         TargetType, User, mail_nickname_from, registration_campaign_patch,
     },
 };
@@ -27,7 +27,10 @@ use sspr_store::{Rollout, RolloutTenant, Snapshot, StoreError, Task, Tenant, Ten
 use super::{ENGINE_ACTOR, Engine, STEP_KIND, StepPayload, later, update_to};
 use crate::{
     SCOPE_GROUP_DESCRIPTION,
-    graph_state::{campaign_now, method_id, methods_now, sspr_on_for_all},
+    graph_state::{
+        Coverage, SCOPE_WOULD_NARROW, ScopeDecision, campaign_now, governed_and_enabled, method_id,
+        methods_now, narrowing_message, scope_decision,
+    },
 };
 
 /// The audit activity of a successful self-service reset (graph-facts §6).
@@ -440,17 +443,52 @@ impl Ctx<'_> {
         Ok(Ok(users))
     }
 
-    /// Whether SSPR already reaches every user (then the scope steps are skipped). Without
-    /// Entra ID P1/P2 Graph cannot report it, and is not asked.
-    async fn already_all(&self) -> Result<bool, StepError> {
+    /// How far SSPR reaches among the member users it governs; `None` when Graph cannot tell
+    /// (without Entra ID P1/P2 the reports are refused, and are not asked for).
+    async fn coverage(&self) -> Result<Option<Coverage>, StepError> {
         if !premium(&self.tenant) {
-            return Ok(false);
+            return Ok(None);
         }
-        match self.g().users_registered_by_feature(&self.gt).await {
-            Ok(u) => Ok(sspr_on_for_all(&u)),
-            Err(e) if non_premium(&e) || e.status() == Some(403) => Ok(false),
+        match self
+            .g()
+            .users_registered_by_feature_in(&self.gt, ReportPopulation::MEMBER_USERS)
+            .await
+        {
+            Ok(u) => Ok(Coverage::of(&u)),
+            Err(e) if non_premium(&e) || e.status() == Some(403) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Whether SSPR already reaches every member user it governs (then the scope steps are
+    /// skipped).
+    async fn already_all(&self) -> Result<bool, StepError> {
+        Ok(self.coverage().await?.is_some_and(|c| c.is_all()))
+    }
+
+    /// What selecting the pilot group would do to SSPR's reach (see [`scope_decision`]), with
+    /// the coverage it was decided from. The pilot users' own details are read only when
+    /// SSPR reaches some governed users but not all.
+    async fn scope_decision(
+        &self,
+        users: &[User],
+    ) -> Result<(ScopeDecision, Option<Coverage>), StepError> {
+        let coverage = self.coverage().await?;
+        let partial = coverage.is_some_and(|c| !c.is_all() && c.enabled > 0);
+        let mut pilot_enabled = None;
+        if partial {
+            let mut n = 0;
+            for u in users {
+                match self.g().registration_details_of(&self.gt, &u.id).await {
+                    Ok(d) if governed_and_enabled(&d) => n += 1,
+                    Ok(_) => {}
+                    Err(e) if e.status() == Some(404) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            pilot_enabled = Some(n);
+        }
+        Ok((scope_decision(coverage, pilot_enabled), coverage))
     }
 
     /// Finds, reuses or creates the scope group and records its id.
@@ -621,20 +659,29 @@ impl Ctx<'_> {
     }
 
     async fn pilot_apply(&self) -> StepResult {
-        let (group_id, created) = match self.scope_group().await? {
-            Ok(g) => g,
-            Err(o) => return Ok(o),
-        };
+        // Decide what the scope step may do before anything is created: a tenant where it
+        // would take SSPR from someone gets nothing (preflight blocks such tenants; this
+        // catches a change since).
         let users = match self.pilot_users().await? {
             Ok(u) => u,
+            Err(o) => return Ok(o),
+        };
+        let (decision, coverage) = self.scope_decision(&users).await?;
+        if let ScopeDecision::WouldNarrow { enabled_now, kept } = decision {
+            return Ok(fail(SCOPE_WOULD_NARROW, narrowing_message(enabled_now, kept)));
+        }
+        let already_all = decision == ScopeDecision::AlreadyAll;
+        // The group is the methods' and the campaign's pilot target too, so a tenant already
+        // at All still gets it; only the SSPR scope step is skipped there.
+        let (group_id, created) = match self.scope_group().await? {
+            Ok(g) => g,
             Err(o) => return Ok(o),
         };
         let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
         let added = self.add_members("pilot_apply", &group_id, &ids).await?;
         let applied =
             self.apply_methods("pilot_apply", &Stage::Pilot { group_id: group_id.clone() }).await?;
-        let already_all = self.already_all().await?;
-        let mut scope = json!({"skipped": already_all});
+        let mut scope = json!({"skipped": already_all, "coverage": coverage});
         if !already_all {
             match self.spec.policy.scope_mode {
                 ScopeMode::Manual => {
@@ -670,6 +717,7 @@ impl Ctx<'_> {
             "where": "Entra admin center > Protection > Password reset (signed in to the customer tenant)",
             "why": "Microsoft Graph has no API for the SSPR enablement policy; a technician sets it once per tenant.",
             "steps": [
+                "First look at Properties: if Self service password reset enabled is already All, leave it at All (Selected would take SSPR away from everyone outside the group) and only check the settings below",
                 format!("Properties: Self service password reset enabled = Selected; select the group \"{}\" ({group_id})", p.pilot_group.name.clone().unwrap_or_default()),
                 format!("Authentication methods: number of methods required to reset = {}", p.methods_required),
                 "Authentication methods: security questions off",
@@ -1016,15 +1064,15 @@ impl Ctx<'_> {
                 wrong.push("scope group membership".into());
             }
         }
-        match self.g().users_registered_by_feature(&self.gt).await {
-            Ok(u) => {
-                evidence["sspr_enabled_users"] = json!(u.count(FEATURE_SSPR_ENABLED).unwrap_or(0));
-                evidence["total_users"] = json!(u.total_user_count);
+        match self.coverage().await? {
+            Some(c) => {
+                evidence["sspr_enabled_member_users"] = json!(c.enabled);
+                evidence["member_users"] = json!(c.users);
             }
-            Err(e) if non_premium(&e) || e.status() == Some(403) => {
-                evidence["sspr_enabled_users"] = json!("not readable without Entra ID P1/P2");
+            None => {
+                evidence["sspr_enabled_member_users"] =
+                    json!("not readable without Entra ID P1/P2");
             }
-            Err(e) => return Err(e.into()),
         }
         if wrong.is_empty() {
             return Ok(next(TenantState::Completed, "completed", evidence));
