@@ -14,7 +14,7 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use sspr_domain::{Role, TenantId};
+use sspr_domain::{Role, TenantId, WebhookId};
 use sspr_fleet_tests::{SimHandle, TestClient, field_errors, spawn_app_with_sim};
 use sspr_graph_sim::{
     Enablement, Faults, LegacySspr,
@@ -26,6 +26,10 @@ use tokio::{
 };
 
 use crate::engine::rollout_spec;
+
+/// The product's default target policy: only public addresses (the test harness allows
+/// private ones, for the receivers on 127.0.0.1).
+const PUBLIC_ONLY: (&str, &str) = ("SSPR_FLEET_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "false");
 
 /// Fast engine and webhook pacing for tests.
 const FAST: &[(&str, &str)] = &[
@@ -71,6 +75,8 @@ struct ReceiverState {
     /// (label, HMAC key) of every secret the receiver knows.
     secrets: Vec<(String, Vec<u8>)>,
     got: Vec<Got>,
+    /// Connections accepted, whether or not a request followed.
+    connections: usize,
 }
 
 /// A webhook receiver on 127.0.0.1:0 that verifies like a PSA tool would, with its own code.
@@ -105,6 +111,7 @@ impl Receiver {
         tokio::spawn(async move {
             loop {
                 let Ok((mut socket, _)) = listener.accept().await else { return };
+                r.state.lock().unwrap().connections += 1;
                 let r = r.clone();
                 tokio::spawn(async move {
                     let Some((head, body)) = read_request(&mut socket).await else { return };
@@ -134,6 +141,10 @@ impl Receiver {
 
     fn got(&self) -> Vec<Got> {
         self.state.lock().unwrap().got.clone()
+    }
+
+    fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
     }
 
     /// Verifies one request; the status to answer.
@@ -779,4 +790,135 @@ async fn a_delivery_fails_after_its_last_attempt_and_a_redelivery_brings_it_back
     assert_eq!(got.len(), 4);
     assert!(got.iter().all(|g| g.id == test["message_id"].as_str().unwrap()), "{got:?}");
     assert_eq!(got[3].status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_to_non_public_targets_are_refused_with_a_stable_code() {
+    let receiver = Receiver::start().await;
+    let mut env = FAST.to_vec();
+    env.push(PUBLIC_ONLY);
+    let (app, _sim) = spawn_app_with_sim(&scenario(), &env).await;
+    let admin = app.client_with(&app.admin_key().await);
+    let refused = [
+        receiver.url("/h"),
+        format!("http://localhost:{}/h", receiver.addr.port()),
+        "http://localhost/".to_owned(),
+        "http://api.localhost/".to_owned(),
+        "http://[::ffff:169.254.169.254]/latest/meta-data/".to_owned(),
+        "http://2852039166/".to_owned(),
+        "http://0251.0376.0251.0376/".to_owned(),
+        "http://0xa9fea9fe/".to_owned(),
+        "http://127.1/".to_owned(),
+        "http://0.0.0.0:8080/".to_owned(),
+        "http://10.0.0.5/psa".to_owned(),
+        "http://172.16.3.4/".to_owned(),
+        "http://192.168.1.10/".to_owned(),
+        "http://100.64.0.1/".to_owned(),
+        "http://[::1]/".to_owned(),
+        "http://[fd00::1]/".to_owned(),
+        "http://[fe80::1]/".to_owned(),
+        "http://224.0.0.1/".to_owned(),
+    ];
+    for url in &refused {
+        let problem = admin
+            .post_json_raw(
+                "/v1/webhooks",
+                &json!({"url": url, "event_types": ["tenant.completed"]}),
+            )
+            .await
+            .expect_problem(422, "validation_failed");
+        assert_eq!(
+            field_errors(&problem),
+            vec![("url".to_owned(), "non_public_target".to_owned())],
+            "{url} -> {problem}"
+        );
+        assert!(!problem.to_string().contains(url.as_str()), "the answer repeats the URL");
+    }
+    // Public targets pass, in any spelling; the URL is stored as the parser normalised it.
+    let created = admin
+        .post_json(
+            "/v1/webhooks",
+            &json!({"url": "https://134744072/h", "event_types": ["tenant.completed"]}),
+            201,
+        )
+        .await;
+    assert_eq!(created["webhook"]["url"], "https://8.8.8.8/h");
+    for url in ["https://psa.example.com/hooks", "https://[2606:4700::1]/h"] {
+        admin
+            .post_json(
+                "/v1/webhooks",
+                &json!({"url": url, "event_types": ["tenant.completed"]}),
+                201,
+            )
+            .await;
+    }
+    // A change of URL is checked the same way.
+    let id = created["webhook"]["id"].as_str().unwrap();
+    for url in [receiver.url("/h"), "http://[::ffff:169.254.169.254]/".to_owned()] {
+        let problem = admin
+            .patch_json_raw(&format!("/v1/webhooks/{id}"), &json!({"url": url}))
+            .await
+            .expect_problem(422, "validation_failed");
+        assert_eq!(
+            field_errors(&problem),
+            vec![("url".to_owned(), "non_public_target".to_owned())],
+            "{url} -> {problem}"
+        );
+    }
+    assert_eq!(admin.get(&format!("/v1/webhooks/{id}"), 200).await["url"], "https://8.8.8.8/h");
+    assert_eq!(receiver.connections(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_url_that_resolves_to_loopback_is_refused_when_the_delivery_connects() {
+    let receiver = Receiver::start().await;
+    let mut env = FAST.to_vec();
+    env.push(PUBLIC_ONLY);
+    let (app, _sim) = spawn_app_with_sim(&scenario(), &env).await;
+    let admin = app.client_with(&app.admin_key().await);
+    let port = receiver.addr.port();
+    // `localhost` goes through the system resolver when the delivery connects; the others are
+    // literals, checked before the request.
+    for stored in [
+        format!("http://localhost:{port}/h"),
+        format!("http://127.0.0.1:{port}/h"),
+        format!("http://2130706433:{port}/h"),
+    ] {
+        let created = admin
+            .post_json(
+                "/v1/webhooks",
+                &json!({"url": "https://psa.example.com/h", "event_types": ["tenant.completed"]}),
+                201,
+            )
+            .await;
+        let id = created["webhook"]["id"].as_str().unwrap().to_owned();
+        receiver.add_secret(&stored, created["secret"].as_str().unwrap());
+        // Behind the API's back, as a row written before the policy existed would be.
+        let patch = sspr_store::WebhookPatch {
+            url: Some(stored.clone()),
+            description: None,
+            event_types: None,
+            enabled: None,
+            at: chrono::Utc::now(),
+        };
+        let whk: WebhookId = id.parse().unwrap();
+        app.store.update_webhook(&whk, &patch).await.unwrap().unwrap();
+        let test = admin.post_json(&format!("/v1/webhooks/{id}/test"), &json!({}), 202).await;
+        let delivery = test["id"].as_str().unwrap();
+        let start = std::time::Instant::now();
+        let failed = loop {
+            let d = admin.get(&format!("/v1/webhooks/{id}/deliveries/{delivery}"), 200).await;
+            if d["state"] != "pending" {
+                break d;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "still pending: {d}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(failed["state"], "failed", "{stored}: {failed}");
+        assert_eq!(failed["attempts"], 1, "refused at once, not retried: {failed}");
+        assert_eq!(failed["last_error"], "target address is not public", "{failed}");
+        assert_eq!(failed["last_status"], Value::Null);
+    }
+    assert_eq!(receiver.connections(), 0, "nothing reached the local receiver");
+    assert!(receiver.got().is_empty());
 }

@@ -204,6 +204,9 @@ pub async fn spawn_app_with(extra_env: &[(&str, &str)]) -> TestApp {
         // Tests run many daemons at once: keep threads and connections per daemon low.
         ("SSPR_FLEET_API__WORKERS".into(), "2".into()),
         ("SSPR_FLEET_DATABASE__MAX_CONNECTIONS".into(), "4".into()),
+        // Test receivers listen on 127.0.0.1, which the default policy refuses; tests of the
+        // policy itself pass "false" (the product's default) in `extra_env`.
+        ("SSPR_FLEET_WEBHOOKS__ALLOW_PRIVATE_TARGETS".into(), "true".into()),
     ];
     env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     let settings = Settings::load_from(None, env).expect("valid test settings");

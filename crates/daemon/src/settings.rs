@@ -115,6 +115,9 @@ pub struct WebhooksSection {
     pub workers: usize,
     /// How often the webhook queue is polled when idle, in milliseconds.
     pub idle_poll_ms: u64,
+    /// Whether webhook URLs may point at loopback, private, link-local and other non-public
+    /// addresses (an internal PSA). Off: refused when set and when a delivery connects.
+    pub allow_private_targets: bool,
 }
 
 /// `[engine]`.
@@ -449,6 +452,7 @@ impl Settings {
         sspr_reporting::webhooks::WebhookSettings {
             max_attempts: self.webhooks.max_attempts,
             timeout: Duration::from_secs(self.webhooks.timeout_secs),
+            allow_private_targets: self.webhooks.allow_private_targets,
             ..Default::default()
         }
     }
@@ -647,6 +651,14 @@ mod tests {
         assert_eq!(s.login_url, "https://login.microsoftonline.com");
         assert_eq!(s.log_format, LogFormat::Text);
         assert!(s.master_key.is_none() && s.master_key_file.is_none());
+        assert!(!s.webhooks.allow_private_targets, "webhooks go only to public targets");
+        assert!(!s.webhook_settings().allow_private_targets);
+        let s = Settings::load_from(
+            None,
+            env(&[("SSPR_FLEET_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true")]),
+        )
+        .unwrap();
+        assert!(s.webhook_settings().allow_private_targets);
     }
 
     #[test]

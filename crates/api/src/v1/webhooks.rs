@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sspr_domain::{DeliveryId, Role, TenantScope, WebhookEventType, WebhookId};
-use sspr_reporting::webhooks::{NewWebhook, WebhookError, check_url};
+use sspr_reporting::webhooks::{NewWebhook, WebhookError, Webhooks};
 use sspr_store::{
     DeliveryAttempt, DeliveryState, WebhookDelivery, WebhookPatch, WebhookSubscription,
 };
@@ -58,7 +58,9 @@ impl From<WebhookError> for ApiError {
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// Where events are POSTed: `http` or `https`, no user name or password, at most 2048
-    /// characters.
+    /// characters. The host must be public (not loopback, private, link-local, ... nor a
+    /// local name such as `localhost`) unless the daemon allows private targets
+    /// (`webhooks.allow_private_targets`); `non_public_target` otherwise.
     #[schema(example = "https://psa.example.com/hooks/sspr")]
     pub url: String,
     /// What the subscription is for, up to 500 characters.
@@ -78,7 +80,8 @@ pub struct CreateWebhook {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
-    /// A new URL.
+    /// A new URL, checked as at creation (`non_public_target` for a host that is not public
+    /// unless private targets are allowed).
     #[serde(default)]
     pub url: Option<String>,
     /// A new description.
@@ -322,8 +325,8 @@ fn check_types(field: &str, types: &[String], errors: &mut Vec<FieldError>) -> V
     out
 }
 
-fn check_url_field(url: &str, errors: &mut Vec<FieldError>) -> String {
-    match check_url(url) {
+fn check_url_field(webhooks: &Webhooks, url: &str, errors: &mut Vec<FieldError>) -> String {
+    match webhooks.check_url(url) {
         Ok(url) => url,
         Err(problem) => {
             errors.push(FieldError::new("url", problem.code(), problem.to_string()));
@@ -384,7 +387,7 @@ fn mark(req: &HttpRequest, id: &WebhookId) {
     request_body = CreateWebhook,
     responses(
         (status = 201, description = "The subscription and its secret", body = CreatedWebhook),
-        (status = 422, description = "A field is invalid (`invalid_url`, `unsupported_scheme`, `credentials_in_url`, `unknown_event_type`, `empty`, ...)"),
+        (status = 422, description = "A field is invalid (`invalid_url`, `unsupported_scheme`, `credentials_in_url`, `non_public_target`, `unknown_event_type`, `empty`, ...)"),
     )
 )]
 #[post("/webhooks")]
@@ -397,7 +400,7 @@ async fn create_webhook(
     caller.require(Role::Admin)?;
     let body = body.0;
     let mut errors = Vec::new();
-    let url = check_url_field(&body.url, &mut errors);
+    let url = check_url_field(&state.webhooks, &body.url, &mut errors);
     let description = check_description(body.description.as_deref().unwrap_or(""), &mut errors);
     let event_types = check_types("event_types", &body.event_types, &mut errors);
     if !errors.is_empty() {
@@ -505,7 +508,7 @@ async fn get_webhook(
     responses(
         (status = 200, description = "The updated subscription", body = WebhookView),
         (status = 404, description = "No such subscription within the caller's reach"),
-        (status = 422, description = "A field is invalid"),
+        (status = 422, description = "A field is invalid (`invalid_url`, `unsupported_scheme`, `credentials_in_url`, `non_public_target`, `unknown_event_type`, `empty`, ...)"),
     )
 )]
 #[patch("/webhooks/{id}")]
@@ -521,7 +524,7 @@ async fn update_webhook(
     mark(&req, &w.id);
     let body = body.0;
     let mut errors = Vec::new();
-    let url = body.url.as_deref().map(|u| check_url_field(u, &mut errors));
+    let url = body.url.as_deref().map(|u| check_url_field(&state.webhooks, u, &mut errors));
     let description = body.description.as_deref().map(|d| check_description(d, &mut errors));
     let event_types =
         body.event_types.as_deref().map(|t| check_types("event_types", t, &mut errors));

@@ -8,12 +8,16 @@
 //! attempt, and lets the queue retry failures with backoff until the configured attempts are
 //! spent.
 //!
+//! Targets: unless `allow_private_targets` is set, a delivery goes only to public addresses,
+//! checked when the URL is set and again when a delivery connects, after DNS (see [`target`]).
+//!
 //! Secrets: 32 random bytes, shown once as `whsec_<base64>`, stored only sealed by the vault
 //! and bound to the subscription's row (kind `webhook_secret`). Nothing here logs a secret or a
 //! subscription's URL (which may carry a token in its query).
 
 mod deliver;
 pub mod signing;
+pub mod target;
 pub mod url;
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
@@ -27,6 +31,7 @@ use sspr_store::{NewDelivery, Store, StoreError, WebhookDelivery, WebhookSubscri
 
 pub use deliver::DeliverHandler;
 pub use signing::{SECRET_PREFIX, WebhookSecret, sign, signature_header};
+pub use target::{NonPublicTarget, is_local_name, is_public_ip};
 pub use url::{MAX_URL_LEN, UrlProblem, check_url};
 
 /// The vault kind webhook secrets are sealed under.
@@ -42,6 +47,10 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     /// How long a rotated-out secret keeps signing beside the new one.
     pub rotation_grace: Duration,
+    /// Whether subscriptions may point at loopback, private, link-local and other non-public
+    /// addresses (an internal PSA). Off by default: such URLs are refused when set and such
+    /// addresses when a delivery connects.
+    pub allow_private_targets: bool,
 }
 
 impl Default for WebhookSettings {
@@ -50,6 +59,7 @@ impl Default for WebhookSettings {
             max_attempts: 12,
             timeout: Duration::from_secs(10),
             rotation_grace: Duration::from_secs(24 * 3600),
+            allow_private_targets: false,
         }
     }
 }
@@ -122,7 +132,23 @@ impl Webhooks {
         clock: Arc<dyn Clock>,
         settings: WebhookSettings,
     ) -> Result<Self, WebhookError> {
+        Self::with_lookup(store, vault, clock, settings, Arc::new(target::SystemLookup))
+    }
+
+    /// As [`Webhooks::new`], resolving names with `lookup` (tests inject theirs).
+    pub(crate) fn with_lookup(
+        store: Store,
+        vault: Arc<Vault>,
+        clock: Arc<dyn Clock>,
+        settings: WebhookSettings,
+        lookup: Arc<dyn target::Lookup>,
+    ) -> Result<Self, WebhookError> {
+        // Every name is resolved by the target resolver, which refuses non-public answers;
+        // reqwest connects only to the addresses it returns (IP literals are checked before
+        // the request, in `deliver.rs`).
+        let resolver = target::TargetResolver::new(lookup, settings.allow_private_targets);
         let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(resolver))
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             .user_agent("sspr-fleet")
@@ -137,6 +163,12 @@ impl Webhooks {
     /// The settings.
     pub fn settings(&self) -> &WebhookSettings {
         &self.inner.settings
+    }
+
+    /// Checks a subscription's URL under this instance's target policy; the URL as it is to
+    /// be stored.
+    pub fn check_url(&self, text: &str) -> Result<String, UrlProblem> {
+        check_url(text, self.inner.settings.allow_private_targets)
     }
 
     /// The job handler that sends deliveries, for the queue's worker.
