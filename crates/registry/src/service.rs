@@ -1,7 +1,11 @@
 //! The registry service: onboarding, updates, offboarding, credential rotation and verification,
 //! on top of the store, the vault and the Graph client.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use secrecy::{ExposeSecret, SecretString};
 use sspr_domain::{Clock, CredentialId, TenantId};
@@ -10,8 +14,8 @@ use sspr_graph::{
     Tenant as GraphTenant,
 };
 use sspr_store::{
-    NewCredential, NewTenant, Store, StoreError, StoredCredential, Tenant, TenantPatch,
-    TenantStatus, VerificationRecord,
+    NewCredential, NewTenant, Store, StoreError, StoredCredential, Tenant, TenantFilter,
+    TenantPatch, TenantStatus, VerificationRecord,
 };
 use tokio::sync::Semaphore;
 
@@ -566,6 +570,38 @@ impl Registry {
         }
         while tasks.join_next().await.is_some() {}
         Ok(count)
+    }
+
+    /// Every active tenant within `within` (every active tenant when `None`), oldest check
+    /// first (never checked first, then by id): all of them, read from the store `page_size`
+    /// at a time, so that a fleet larger than one page is covered whole. Only ids and check
+    /// times are kept (tens of bytes per tenant).
+    pub async fn tenants_to_verify(
+        &self,
+        within: Option<&BTreeSet<String>>,
+        page_size: u32,
+    ) -> Result<Vec<TenantId>, RegistryError> {
+        let page_size = page_size.max(1);
+        let mut all = Vec::new();
+        let mut after_id = None;
+        loop {
+            let filter = TenantFilter {
+                within: within.cloned(),
+                after_id: after_id.take(),
+                limit: page_size,
+                ..TenantFilter::default()
+            };
+            let page = self.store.list_tenants(&filter).await?;
+            let last_page = page.len() < page_size as usize;
+            after_id = page.last().map(|t| t.id.to_string());
+            all.extend(page.into_iter().map(|t| (t.verified_at, t.id)));
+            if last_page || after_id.is_none() {
+                break;
+            }
+        }
+        // Stable: equal times stay in id order.
+        all.sort_by_key(|(verified_at, _)| *verified_at);
+        Ok(all.into_iter().map(|(_, id)| id).collect())
     }
 
     /// Verifies `ids` in parallel (at most `verify_concurrency` at once, each within the Graph

@@ -197,12 +197,15 @@ pub(crate) struct CreateQuery {
     verify: Option<bool>,
 }
 
+/// Tenants read from the store at a time when `POST /v1/tenants:verify` verifies all.
+const VERIFY_PAGE: u32 = 1000;
+
 /// Which tenants to verify.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyTenants {
-    /// These tenants (at most 1000). Omit to verify every active tenant within reach (at most
-    /// 1000, oldest check first).
+    /// These tenants (at most 1000). Omit to verify every active tenant within reach, however
+    /// many (oldest check first).
     #[serde(default)]
     pub tenant_ids: Option<Vec<String>>,
 }
@@ -441,15 +444,9 @@ async fn verify_tenants(
                 })
                 .collect()
         }
+        // Every active tenant within reach, however many: read a page at a time.
         None => {
-            let filter = TenantFilter {
-                within: caller.access.tenants.restricted_to().cloned(),
-                limit: 1000,
-                ..TenantFilter::default()
-            };
-            let mut tenants = state.store.list_tenants(&filter).await?;
-            tenants.sort_by_key(|t| t.verified_at);
-            tenants.into_iter().map(|t| t.id).collect()
+            registry.tenants_to_verify(caller.access.tenants.restricted_to(), VERIFY_PAGE).await?
         }
     };
     let mut results: Vec<VerifyOutcome> = Vec::new();
