@@ -13,6 +13,7 @@ mod policy;
 mod problem;
 mod reach;
 mod redact;
+pub mod reset_methods;
 pub mod rollout;
 mod rollout_spec;
 mod webhook;
