@@ -128,6 +128,52 @@ pub struct WriteRecord {
     pub body: Value,
 }
 
+/// One user's SSPR registration state, as `userRegistrationDetails` answers it at the
+/// simulator's current time (see [`GraphSim::user_registrations`]). For tests that compute
+/// figures independently of sspr-fleet's Graph client.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UserRegistration {
+    /// The user's object id.
+    pub id: String,
+    /// The user principal name.
+    pub user_principal_name: String,
+    /// `isAdmin`.
+    pub is_admin: bool,
+    /// `userType` is `guest`.
+    pub is_guest: bool,
+    /// `isSsprEnabled`.
+    pub is_sspr_enabled: bool,
+    /// `isSsprRegistered`: derived from registered methods only (directory attributes such as
+    /// `mobilePhone` do not count).
+    pub is_sspr_registered: bool,
+    /// `isSsprCapable`.
+    pub is_sspr_capable: bool,
+    /// `methodsRegistered`, in the order Graph lists them.
+    pub methods_registered: Vec<String>,
+}
+
+impl UserRegistration {
+    /// Reads the fields out of a `userRegistrationDetails` object.
+    fn from_details(d: &Value) -> Self {
+        let s = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let b = |k: &str| d.get(k).and_then(Value::as_bool).unwrap_or(false);
+        Self {
+            id: s("id"),
+            user_principal_name: s("userPrincipalName"),
+            is_admin: b("isAdmin"),
+            is_guest: d.get("userType").and_then(Value::as_str) == Some("guest"),
+            is_sspr_enabled: b("isSsprEnabled"),
+            is_sspr_registered: b("isSsprRegistered"),
+            is_sspr_capable: b("isSsprCapable"),
+            methods_registered: d
+                .get("methodsRegistered")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// A registered application (the MSP's multi-tenant app) and its credentials.
 #[derive(Debug, Clone)]
 pub(crate) struct App {
@@ -287,6 +333,19 @@ impl GraphSim {
         let world = self.inner.world.lock();
         let i = Self::tenant_index(&world, tenant)?;
         Ok(world.tenants[i].enabled_members.clone())
+    }
+
+    /// Every user's registration state at the simulator's current time, in user order: the
+    /// same values `GET /reports/authenticationMethods/userRegistrationDetails` answers now
+    /// (whatever the tenant's licence; the report itself needs P1/P2).
+    pub fn user_registrations(&self, tenant: &str) -> Result<Vec<UserRegistration>, SimError> {
+        let world = self.inner.world.lock();
+        let i = Self::tenant_index(&world, tenant)?;
+        let t = &world.tenants[i];
+        let now = self.inner.clock.elapsed_secs();
+        Ok((0..t.users.len() as u32)
+            .map(|u| UserRegistration::from_details(&t.registration_details(u, now, "")))
+            .collect())
     }
 
     /// The legacy SSPR policy of a tenant.

@@ -1483,3 +1483,70 @@ async fn the_portal_policy_round_trips_and_sets_who_sspr_is_enabled_for() {
     assert_eq!(legacy["enablement"], "none");
     assert_eq!(legacy["reconfirm_days"], 90);
 }
+
+/// Every `userRegistrationDetails` item, following `@odata.nextLink`.
+async fn all_details(s: &Sim, token: &str) -> Vec<Value> {
+    let mut url = "/reports/authenticationMethods/userRegistrationDetails".to_owned();
+    let mut all = Vec::new();
+    loop {
+        let (status, page) = s.get(token, &url).await;
+        assert_eq!(status, 200, "{page}");
+        all.extend(page["value"].as_array().unwrap().iter().cloned());
+        match page["@odata.nextLink"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => return all,
+        }
+    }
+}
+
+fn assert_registrations_agree(details: &[Value], regs: &[sspr_graph_sim::UserRegistration]) {
+    assert_eq!(details.len(), regs.len());
+    for (d, r) in details.iter().zip(regs) {
+        assert_eq!(d["id"], r.id.as_str());
+        assert_eq!(d["userPrincipalName"], r.user_principal_name.as_str());
+        assert_eq!(d["isAdmin"], r.is_admin, "{d}");
+        assert_eq!(d["userType"] == "guest", r.is_guest, "{d}");
+        assert_eq!(d["isSsprEnabled"], r.is_sspr_enabled, "{d}");
+        assert_eq!(d["isSsprRegistered"], r.is_sspr_registered, "{d}");
+        assert_eq!(d["isSsprCapable"], r.is_sspr_capable, "{d}");
+        let methods: Vec<&str> =
+            d["methodsRegistered"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert_eq!(methods, r.methods_registered, "{d}");
+    }
+}
+
+#[tokio::test]
+async fn user_registrations_agree_with_user_registration_details() {
+    let s = start(SCENARIO).await;
+    assert!(matches!(
+        s.sim.user_registrations("nosuch.onmicrosoft.com"),
+        Err(sspr_graph_sim::SimError::UnknownTenant(_))
+    ));
+    // At start, after SSPR is enabled for everyone, and as users register over time.
+    let check = || async {
+        let token = s.token(CONTOSO).await; // the clock moves past a token's lifetime
+        let details = all_details(&s, &token).await;
+        let regs = s.sim.user_registrations(CONTOSO).unwrap();
+        assert_registrations_agree(&details, &regs);
+        regs
+    };
+    check().await;
+    s.sim
+        .set_legacy_sspr(
+            CONTOSO,
+            LegacySspr { enablement: Enablement::All, ..LegacySspr::default() },
+        )
+        .unwrap();
+    let before = check().await;
+    s.sim.clock().advance(chrono::TimeDelta::hours(30));
+    let later = check().await;
+    s.sim.clock().advance(chrono::TimeDelta::days(30));
+    let after = check().await;
+    let registered =
+        |r: &[sspr_graph_sim::UserRegistration]| r.iter().filter(|u| u.is_sspr_registered).count();
+    assert!(registered(&before) <= registered(&later));
+    assert!(registered(&later) < registered(&after), "users register over time");
+    assert!(after.iter().any(|u| u.is_guest) && after.iter().any(|u| u.is_admin));
+    // Also in a tenant without P1 (no report there, but the accessor still answers).
+    assert_eq!(s.sim.user_registrations(FABRIKAM).unwrap().len(), 12);
+}
