@@ -26,7 +26,10 @@ use sspr_domain::{Clock, JobId, TenantId};
 use sspr_graph::{GraphClient, GraphError, types::UserRegistrationDetails};
 use sspr_queue::{Enqueuer, Job, JobDone, JobError, JobFuture, JobHandler, NewJob};
 use sspr_registry::{Registry, RegistryError};
-use sspr_store::{SsprReport, SsprReportFilter, SsprReportRow, Store, StoreError, TenantStatus};
+use sspr_store::{
+    RolloutFilter, SsprReport, SsprReportFilter, SsprReportRow, Store, StoreError, TaskFilter,
+    TenantStatus,
+};
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
@@ -69,6 +72,12 @@ pub const KNOWN_METHODS: [&str; 12] = [
     "securityQuestion",
 ];
 
+/// Kind of the rollout task asking a technician to set SSPR's scope and settings in the portal
+/// (`sspr_rollout::engine::SCOPE_TASK`; its instructions carry `settings.methods_required`).
+pub const SCOPE_TASK: &str = "scope_selected";
+/// Kind of the rollout task asking to put the scope back (`sspr_rollout::engine::SCOPE_REVERT_TASK`).
+pub const SCOPE_REVERT_TASK: &str = "scope_revert";
+
 /// Most distinct method names counted one by one; further names are added to
 /// `methods_other`, so a misbehaving answer cannot grow the counters without bound.
 pub const MAX_METHOD_NAMES: usize = 64;
@@ -84,6 +93,17 @@ pub struct Counts {
     pub sspr_registered: u64,
     /// Users both enabled and registered (`isSsprCapable`).
     pub sspr_capable: u64,
+    /// Capable users who stay capable without phone methods: their registered methods that
+    /// count for SSPR, leaving out `mobilePhone`, `officePhone` and `alternateMobilePhone`
+    /// and counting Authenticator notification and code as one, are at least the methods
+    /// required for them (administrators 2, others the tenant's `methods_required`).
+    /// 0 in figures stored before this figure existed (`methods_required` is then `null`).
+    #[serde(default)]
+    pub capable_without_phone: u64,
+    /// Capable users who depend on SMS or voice (retired for SSPR on 1 February 2027):
+    /// `sspr_capable` − `capable_without_phone`.
+    #[serde(default)]
+    pub phone_dependent: u64,
 }
 
 impl Counts {
@@ -99,6 +119,8 @@ impl Counts {
         self.sspr_enabled += other.sspr_enabled;
         self.sspr_registered += other.sspr_registered;
         self.sspr_capable += other.sspr_capable;
+        self.capable_without_phone += other.capable_without_phone;
+        self.phone_dependent += other.phone_dependent;
     }
 
     /// The shares of `users`, in percent.
@@ -145,6 +167,11 @@ pub struct ReadinessFigures {
     /// Registrations of method names beyond [`MAX_METHOD_NAMES`] distinct ones.
     #[serde(default)]
     pub methods_other: u64,
+    /// The number of methods required to reset that the non-administrators' phone figures
+    /// used, and where it came from; `None` in figures stored before these figures existed
+    /// (their `capable_without_phone` and `phone_dependent` are 0 until the next refresh).
+    #[serde(default)]
+    pub methods_required: Option<MethodsRequired>,
 }
 
 impl ReadinessFigures {
@@ -188,11 +215,120 @@ impl ReadinessFigures {
     }
 }
 
+/// Methods of `methodsRegistered` that count for an SSPR reset (graph-facts §11): the
+/// Authenticator notification and its code, email, phone (SMS and voice on `mobilePhone` and
+/// `officePhone`) and security questions. Passkeys, FIDO2, Windows Hello, the Temporary
+/// Access Pass and `alternateMobilePhone` do not count.
+pub const SSPR_METHODS: [&str; 6] = [
+    "microsoftAuthenticatorPush",
+    "softwareOneTimePasscode",
+    "email",
+    "mobilePhone",
+    "officePhone",
+    "securityQuestion",
+];
+
+/// Phone methods (SMS and voice), retired for SSPR on 1 February 2027 (graph-facts §11).
+pub const PHONE_METHODS: [&str; 3] = ["mobilePhone", "officePhone", "alternateMobilePhone"];
+
+/// Where a tenant's [`MethodsRequired`] value comes from, in the order they are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodsRequiredSource {
+    /// The `settings.methods_required` of the tenant's last attested scope task (a technician
+    /// attested setting it in the portal).
+    Attested,
+    /// Inferred from the report itself: a non-administrator with exactly one registered
+    /// method that counts for SSPR who is `isSsprRegistered` means 1 is required; such users
+    /// all showing `false` mean 2.
+    Inferred,
+    /// The `policy.methods_required` of the newest rollout that includes the tenant.
+    RolloutPolicy,
+    /// Nothing says: Microsoft's default, 2.
+    Default,
+}
+
+impl MethodsRequiredSource {
+    /// The name as JSON and CSV show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Attested => "attested",
+            Self::Inferred => "inferred",
+            Self::RolloutPolicy => "rollout_policy",
+            Self::Default => "default",
+        }
+    }
+}
+
+/// The number of methods required to reset (1 or 2) that a tenant's non-administrator
+/// figures used, and its source. Graph cannot read this legacy setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MethodsRequired {
+    /// 1 or 2.
+    pub value: u8,
+    /// Where it comes from.
+    pub source: MethodsRequiredSource,
+}
+
+/// What the store knows about a tenant's methods required, besides the report itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MethodsRequiredHints {
+    /// The last attested value.
+    pub attested: Option<u8>,
+    /// The newest rollout's policy value.
+    pub rollout_policy: Option<u8>,
+}
+
+/// `n` if it is a possible number of methods required (1 or 2).
+fn valid_required(n: u8) -> Option<u8> {
+    (1..=2).contains(&n).then_some(n)
+}
+
+/// What counts for SSPR among one user's registered methods.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Eligible {
+    /// Distinct eligible method names.
+    names: u8,
+    /// Methods as SSPR counts them, leaving out phone methods.
+    without_phone: u8,
+}
+
+/// What counts among `methods` for a user; security questions never count for
+/// administrators (their reset policy does not offer them).
+fn eligible(methods: &[String], admin: bool) -> Eligible {
+    let has = |m: &str| methods.iter().any(|n| n == m);
+    let question = !admin && has("securityQuestion");
+    let mut e = Eligible::default();
+    for m in SSPR_METHODS {
+        e.names += u8::from(has(m) && (m != "securityQuestion" || question));
+    }
+    let authenticator =
+        u8::from(has("microsoftAuthenticatorPush") || has("softwareOneTimePasscode"));
+    let others = u8::from(has("email")) + u8::from(question);
+    e.without_phone = authenticator + others;
+    e
+}
+
+/// Population slots of [`Aggregator::without_phone`].
+const ALL: usize = 0;
+const ADMINS: usize = 1;
+const NON_ADMINS: usize = 2;
+const MEMBERS: usize = 3;
+const GUESTS: usize = 4;
+
 /// Counts `userRegistrationDetails` page by page, keeping nothing of a page once counted.
+///
+/// The non-administrators' phone figures depend on the tenant's methods required, which is
+/// inferred from the same pages: both variants (1 and 2 required) are counted and the one
+/// resolved at [`Aggregator::finish_with`] is kept. Only counters, never a user.
 #[derive(Debug, Clone, Default)]
 pub struct Aggregator {
     figures: ReadinessFigures,
     pages: u64,
+    /// Capable users without phone, per population, if 1 (`[0]`) or 2 (`[1]`) are required.
+    without_phone: [[u64; 2]; 5],
+    /// Non-administrators with exactly one eligible method: `isSsprRegistered` true, false.
+    single_method: [u64; 2],
 }
 
 impl Aggregator {
@@ -213,7 +349,8 @@ impl Aggregator {
     pub fn add_user(&mut self, u: &UserRegistrationDetails) {
         let f = &mut self.figures;
         f.all.add_user(u);
-        if u.is_admin == Some(true) { &mut f.admins } else { &mut f.non_admins }.add_user(u);
+        let admin = u.is_admin == Some(true);
+        if admin { &mut f.admins } else { &mut f.non_admins }.add_user(u);
         let guest = u.user_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("guest"));
         if guest { &mut f.guests } else { &mut f.members }.add_user(u);
         // A method listed twice for one user counts once.
@@ -222,6 +359,24 @@ impl Aggregator {
                 f.count_method(name, 1);
             }
         }
+        let e = eligible(&u.methods_registered, admin);
+        if u.is_sspr_capable {
+            for (variant, required) in [1u8, 2].into_iter().enumerate() {
+                let required = if admin { 2 } else { required };
+                if e.without_phone >= required {
+                    let population = if admin { ADMINS } else { NON_ADMINS };
+                    let kind = if guest { GUESTS } else { MEMBERS };
+                    for slot in [ALL, population, kind] {
+                        self.without_phone[slot][variant] += 1;
+                    }
+                }
+            }
+        }
+        // Evidence of the tenant's setting: one method (by name, so that Authenticator
+        // notification + code, counted as one or two, is no evidence either way).
+        if !admin && e.names == 1 {
+            self.single_method[usize::from(!u.is_sspr_registered)] += 1;
+        }
     }
 
     /// Pages counted so far.
@@ -229,9 +384,57 @@ impl Aggregator {
         self.pages
     }
 
-    /// The figures and the number of pages read.
+    /// What the pages say about the methods required: 1 when a non-administrator with one
+    /// eligible method is registered (with 2 required, one method never is), 2 when such
+    /// users exist and none is, `None` without such users.
+    pub fn inferred_methods_required(&self) -> Option<u8> {
+        match self.single_method {
+            [registered, _] if registered > 0 => Some(1),
+            [0, unregistered] if unregistered > 0 => Some(2),
+            _ => None,
+        }
+    }
+
+    /// The methods required, in this order: attested, inferred, newest rollout's policy, 2.
+    pub fn resolve(&self, hints: MethodsRequiredHints) -> MethodsRequired {
+        let attested = hints.attested.and_then(valid_required);
+        let policy = hints.rollout_policy.and_then(valid_required);
+        let (value, source) = if let Some(v) = attested {
+            (v, MethodsRequiredSource::Attested)
+        } else if let Some(v) = self.inferred_methods_required() {
+            (v, MethodsRequiredSource::Inferred)
+        } else if let Some(v) = policy {
+            (v, MethodsRequiredSource::RolloutPolicy)
+        } else {
+            (2, MethodsRequiredSource::Default)
+        };
+        MethodsRequired { value, source }
+    }
+
+    /// The figures and the number of pages read, the phone figures computed with the methods
+    /// required resolved from `hints` and the pages.
+    pub fn finish_with(self, hints: MethodsRequiredHints) -> (ReadinessFigures, u64) {
+        let required = self.resolve(hints);
+        let variant = usize::from(required.value == 2);
+        let mut f = self.figures;
+        for (slot, counts) in [
+            (ALL, &mut f.all),
+            (ADMINS, &mut f.admins),
+            (NON_ADMINS, &mut f.non_admins),
+            (MEMBERS, &mut f.members),
+            (GUESTS, &mut f.guests),
+        ] {
+            counts.capable_without_phone = self.without_phone[slot][variant];
+            counts.phone_dependent =
+                counts.sspr_capable.saturating_sub(counts.capable_without_phone);
+        }
+        f.methods_required = Some(required);
+        (f, self.pages)
+    }
+
+    /// [`Aggregator::finish_with`] without hints from the store.
     pub fn finish(self) -> (ReadinessFigures, u64) {
-        (self.figures, self.pages)
+        self.finish_with(MethodsRequiredHints::default())
     }
 }
 
@@ -270,6 +473,11 @@ pub struct FiguresView {
     pub methods: BTreeMap<String, u64>,
     /// Registrations of method names beyond the distinct names counted one by one.
     pub methods_other: u64,
+    /// The methods required to reset that the non-administrators' `capable_without_phone`
+    /// used (administrators always need 2), and its source. `null` in figures read before
+    /// this figure existed (their phone figures are 0 until the next refresh), and always
+    /// `null` in fleet totals (see `tenants_by_methods_required`).
+    pub methods_required: Option<MethodsRequired>,
 }
 
 impl FiguresView {
@@ -284,6 +492,7 @@ impl FiguresView {
             guests: figures.guests.into(),
             methods: figures.methods,
             methods_other: figures.methods_other,
+            methods_required: figures.methods_required,
         }
     }
 }
@@ -364,6 +573,15 @@ pub struct FleetTotals {
     pub newest_read_at: Option<DateTime<Utc>>,
     /// The summed figures (`read_at` is the oldest one); `null` when no tenant has figures.
     pub figures: Option<FiguresView>,
+    /// Tenants with figures per methods required their phone figures used: `"1"`, `"2"`,
+    /// and `"unknown"` for figures read before these figures existed (summed as 0).
+    #[serde(default)]
+    pub tenants_by_methods_required: BTreeMap<String, u64>,
+}
+
+/// The key of `tenants_by_methods_required` for `figures`.
+fn methods_required_key(figures: &ReadinessFigures) -> String {
+    figures.methods_required.map_or_else(|| "unknown".to_owned(), |m| m.value.to_string())
 }
 
 /// The CSV header of the readiness report: one column per figure, methods in fixed columns.
@@ -402,8 +620,18 @@ pub fn csv_header() -> Vec<String> {
     .collect();
     h.extend(KNOWN_METHODS.iter().map(|m| format!("method_{m}")));
     h.push("methods_other".into());
+    // Added later, at the end so that earlier columns keep their places.
+    h.push("methods_required".into());
+    h.push("methods_required_source".into());
+    for prefix in POPULATION_PREFIXES {
+        h.push(format!("{prefix}capable_without_phone"));
+        h.push(format!("{prefix}phone_dependent"));
+    }
     h
 }
+
+/// CSV column prefixes of the populations, in column order (`all` has none).
+const POPULATION_PREFIXES: [&str; 5] = ["", "admins_", "non_admins_", "members_", "guests_"];
 
 impl TenantReport {
     /// The report's CSV record, in [`csv_header`] order; figure columns are empty without
@@ -442,6 +670,13 @@ impl TenantReport {
                 .map(|(_, n)| n)
                 .sum::<u64>();
         r.push(other.to_string());
+        // Empty for figures read before `methods_required` existed.
+        r.push(f.methods_required.map(|m| m.value.to_string()).unwrap_or_default());
+        r.push(f.methods_required.map(|m| m.source.as_str().to_owned()).unwrap_or_default());
+        for part in [&f.all, &f.admins, &f.non_admins, &f.members, &f.guests] {
+            r.push(part.counts.capable_without_phone.to_string());
+            r.push(part.counts.phone_dependent.to_string());
+        }
         crate::spreadsheet::record(r)
     }
 }
@@ -611,7 +846,8 @@ impl Reports {
         let pages = aggregator.pages();
         let report = match outcome {
             Ok(()) => {
-                let (figures, pages) = aggregator.finish();
+                let hints = self.methods_required_hints(id).await?;
+                let (figures, pages) = aggregator.finish_with(hints);
                 SsprReport {
                     tenant_id: id.clone(),
                     status: STATUS_OK.into(),
@@ -642,6 +878,74 @@ impl Reports {
         }
         let report = store.sspr_report(id).await?.ok_or(ReportError::NotFound)?;
         Ok(Refreshed { report, transient })
+    }
+
+    /// What the store says about the tenant's methods required: the `settings.methods_required`
+    /// of its last attested scope task (unless a scope revert task was attested after it),
+    /// and the policy of the newest rollout that includes it. The portal scope mode stores no
+    /// value it read (only the policy as it was before writing), so it is no source here.
+    pub async fn methods_required_hints(
+        &self,
+        id: &TenantId,
+    ) -> Result<MethodsRequiredHints, ReportError> {
+        const PAGE: u32 = 500;
+        let store = &self.inner.store;
+        // (attested_at, task id) of the newest attested task of each kind.
+        let mut scope: Option<(DateTime<Utc>, String, Option<u8>)> = None;
+        let mut revert: Option<(DateTime<Utc>, String)> = None;
+        let mut after = None;
+        loop {
+            let f = TaskFilter {
+                tenant_id: Some(id.to_string()),
+                state: Some("attested".into()),
+                after_id: after,
+                limit: PAGE,
+                ..TaskFilter::default()
+            };
+            let tasks = store.list_tasks(&f).await?;
+            after = tasks.last().map(|t| t.id.to_string());
+            let done = tasks.len() < PAGE as usize;
+            for t in tasks {
+                let at = (t.attested_at.unwrap_or(t.created_at), t.id.to_string());
+                if t.kind == SCOPE_TASK
+                    && scope.as_ref().is_none_or(|s| (s.0, &s.1) < (at.0, &at.1))
+                {
+                    let value = t.instructions["settings"]["methods_required"]
+                        .as_u64()
+                        .and_then(|n| u8::try_from(n).ok())
+                        .and_then(valid_required);
+                    scope = Some((at.0, at.1, value));
+                } else if t.kind == SCOPE_REVERT_TASK && revert.as_ref().is_none_or(|r| *r < at) {
+                    revert = Some(at);
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        let attested = scope.and_then(|(at, task, value)| {
+            let reverted = revert.is_some_and(|r| r > (at, task));
+            if reverted { None } else { value }
+        });
+        let newest = store
+            .list_rollouts(&RolloutFilter {
+                within: Some(BTreeSet::from([id.to_string()])),
+                state: None,
+                after_id: None,
+                limit: 1,
+            })
+            .await?;
+        let rollout_policy = newest.first().map(|r| {
+            // The policy's default when the stored spec leaves it out.
+            r.spec["policy"]["methods_required"]
+                .as_u64()
+                .and_then(|n| u8::try_from(n).ok())
+                .unwrap_or(2)
+        });
+        Ok(MethodsRequiredHints {
+            attested,
+            rollout_policy: rollout_policy.and_then(valid_required),
+        })
     }
 
     /// Queues a refresh of the tenant, unless one is queued or running already. Returns
@@ -740,6 +1044,7 @@ impl Reports {
             oldest_read_at: None,
             newest_read_at: None,
             figures: None,
+            tenants_by_methods_required: BTreeMap::new(),
         };
         let mut sum = ReadinessFigures::default();
         let mut after = None;
@@ -762,6 +1067,10 @@ impl Reports {
                     continue;
                 };
                 sum.add(&figures);
+                *totals
+                    .tenants_by_methods_required
+                    .entry(methods_required_key(&figures))
+                    .or_insert(0) += 1;
                 totals.tenants_with_figures += 1;
                 totals.oldest_read_at =
                     Some(totals.oldest_read_at.map_or(read_at, |t| t.min(read_at)));
@@ -846,16 +1155,36 @@ mod tests {
         assert_eq!(pages, 2);
         assert_eq!(
             f.all,
-            Counts { users: 4, sspr_enabled: 2, sspr_registered: 2, sspr_capable: 1 }
+            Counts {
+                users: 4,
+                sspr_enabled: 2,
+                sspr_registered: 2,
+                sspr_capable: 1,
+                capable_without_phone: 0,
+                phone_dependent: 1,
+            }
         );
         assert_eq!(
             f.admins,
-            Counts { users: 1, sspr_enabled: 1, sspr_registered: 1, sspr_capable: 1 }
+            Counts {
+                users: 1,
+                sspr_enabled: 1,
+                sspr_registered: 1,
+                sspr_capable: 1,
+                capable_without_phone: 0,
+                phone_dependent: 1,
+            }
         );
         assert_eq!(f.non_admins.users, 3);
         assert_eq!(
             f.guests,
-            Counts { users: 1, sspr_enabled: 0, sspr_registered: 1, sspr_capable: 0 }
+            Counts {
+                users: 1,
+                sspr_enabled: 0,
+                sspr_registered: 1,
+                sspr_capable: 0,
+                ..Counts::default()
+            }
         );
         assert_eq!(f.members.users, 3);
         assert_eq!(f.method("email"), 2);
@@ -863,6 +1192,223 @@ mod tests {
         assert_eq!(f.unknown_methods(), 1);
         assert_eq!(f.all.percent().sspr_capable, Some(25.0));
         assert_eq!(Counts::default().percent().sspr_capable, None);
+    }
+
+    fn aggregate(users: &[Value], hints: MethodsRequiredHints) -> ReadinessFigures {
+        let page: Vec<UserRegistrationDetails> =
+            serde_json::from_value(Value::Array(users.to_vec())).unwrap();
+        let mut a = Aggregator::new();
+        a.add_page(page);
+        a.finish_with(hints).0
+    }
+
+    /// A capable non-administrator member.
+    fn capable(methods: &[&str]) -> Value {
+        user(false, false, true, true, methods)
+    }
+
+    fn phone(c: &Counts) -> (u64, u64, u64) {
+        (c.sspr_capable, c.capable_without_phone, c.phone_dependent)
+    }
+
+    const ATTESTED_1: MethodsRequiredHints =
+        MethodsRequiredHints { attested: Some(1), rollout_policy: None };
+    const ATTESTED_2: MethodsRequiredHints =
+        MethodsRequiredHints { attested: Some(2), rollout_policy: None };
+
+    #[test]
+    fn phone_only_users_are_phone_dependent_whatever_is_required() {
+        let users = [
+            capable(&["mobilePhone"]),
+            capable(&["officePhone", "mobilePhone"]),
+            capable(&["alternateMobilePhone", "mobilePhone"]),
+        ];
+        for hints in [ATTESTED_1, ATTESTED_2] {
+            let f = aggregate(&users, hints);
+            assert_eq!(phone(&f.all), (3, 0, 3));
+            assert_eq!(phone(&f.members), (3, 0, 3));
+            assert_eq!(phone(&f.non_admins), (3, 0, 3));
+        }
+    }
+
+    #[test]
+    fn authenticator_push_and_code_count_as_one_method() {
+        let users = [capable(&["microsoftAuthenticatorPush", "softwareOneTimePasscode"])];
+        // With 1 required, the Authenticator alone is enough.
+        assert_eq!(phone(&aggregate(&users, ATTESTED_1).all), (1, 1, 0));
+        // With 2 required, notification and code together are one method: not enough
+        // without a phone (even when Graph calls the user capable).
+        assert_eq!(phone(&aggregate(&users, ATTESTED_2).all), (1, 0, 1));
+        // Authenticator and email are two.
+        let users = [capable(&["microsoftAuthenticatorPush", "email", "mobilePhone"])];
+        assert_eq!(phone(&aggregate(&users, ATTESTED_2).all), (1, 1, 0));
+    }
+
+    #[test]
+    fn email_and_phone_is_phone_dependent_only_when_two_are_required() {
+        let users = [capable(&["email", "mobilePhone"])];
+        assert_eq!(phone(&aggregate(&users, ATTESTED_2).all), (1, 0, 1));
+        assert_eq!(phone(&aggregate(&users, ATTESTED_1).all), (1, 1, 0));
+    }
+
+    #[test]
+    fn methods_that_do_not_count_for_sspr_are_left_out() {
+        let users = [
+            capable(&["fido2", "windowsHelloForBusiness", "mobilePhone"]),
+            capable(&["temporaryAccessPass", "microsoftAuthenticatorPasswordless", "officePhone"]),
+            capable(&["hardwareOneTimePasscode", "alternateMobilePhone", "mobilePhone"]),
+            capable(&["securityQuestion", "mobilePhone"]),
+        ];
+        let f = aggregate(&users, ATTESTED_1);
+        assert_eq!(phone(&f.all), (4, 1, 3), "only the security question counts");
+    }
+
+    #[test]
+    fn administrators_always_need_two_methods_without_security_questions() {
+        let admin = |methods: &[&str]| user(true, false, true, true, methods);
+        let users = [
+            admin(&["email", "microsoftAuthenticatorPush"]),
+            admin(&["email", "mobilePhone"]),
+            admin(&["microsoftAuthenticatorPush", "softwareOneTimePasscode", "officePhone"]),
+            admin(&["email", "securityQuestion", "mobilePhone"]),
+            // Not capable: never counted.
+            user(true, false, true, false, &["email", "microsoftAuthenticatorPush"]),
+            capable(&["email", "mobilePhone"]),
+        ];
+        let f = aggregate(&users, ATTESTED_1);
+        assert_eq!(phone(&f.admins), (4, 1, 3), "tenant requires 1, admins still 2");
+        assert_eq!(phone(&f.non_admins), (1, 1, 0));
+        assert_eq!(phone(&f.all), (5, 2, 3));
+        assert_eq!(phone(&f.members), (5, 2, 3));
+        assert_eq!(f.methods_required.map(|m| m.value), Some(1));
+    }
+
+    #[test]
+    fn guests_are_counted_apart_from_members() {
+        let guest = |methods: &[&str]| user(false, true, true, true, methods);
+        let users = [
+            guest(&["email"]),
+            guest(&["mobilePhone"]),
+            guest(&["email", "mobilePhone"]),
+            user(false, true, false, true, &["email"]),
+            capable(&["email", "securityQuestion"]),
+        ];
+        let f = aggregate(&users, ATTESTED_2);
+        assert_eq!(f.guests.users, 4);
+        // Graph calls the one-method guests capable: then 2 are not required, whatever the
+        // attestation says; the figures follow the attested value still.
+        assert_eq!(phone(&f.guests), (3, 0, 3));
+        assert_eq!(phone(&f.members), (1, 1, 0));
+        let f = aggregate(&users, ATTESTED_1);
+        assert_eq!(phone(&f.guests), (3, 2, 1));
+        assert_eq!(phone(&f.all), (4, 3, 1));
+    }
+
+    #[test]
+    fn methods_required_is_inferred_from_one_method_users() {
+        let none = MethodsRequiredHints::default();
+        // A registered non-administrator with exactly one method: 1 is required.
+        let users = [
+            user(false, false, true, true, &["email"]),
+            user(false, false, true, false, &["mobilePhone"]),
+            capable(&["email", "mobilePhone"]),
+        ];
+        let f = aggregate(&users, none);
+        let inferred_1 = MethodsRequired { value: 1, source: MethodsRequiredSource::Inferred };
+        assert_eq!(f.methods_required, Some(inferred_1));
+        assert_eq!(phone(&f.all), (2, 2, 0));
+        // Such users all unregistered: 2.
+        let users = [
+            user(false, false, true, false, &["email"]),
+            user(false, true, true, false, &["softwareOneTimePasscode", "fido2"]),
+            capable(&["email", "mobilePhone"]),
+            // Administrators and push + code users are no evidence.
+            user(true, false, true, true, &["email"]),
+            capable(&["microsoftAuthenticatorPush", "softwareOneTimePasscode"]),
+        ];
+        let f = aggregate(&users, none);
+        assert_eq!(
+            f.methods_required,
+            Some(MethodsRequired { value: 2, source: MethodsRequiredSource::Inferred })
+        );
+        assert_eq!(phone(&f.non_admins), (2, 0, 2));
+        // No evidence: the newest rollout's policy, else 2.
+        let users = [capable(&["email", "mobilePhone"]), user(true, false, true, true, &["email"])];
+        let policy = MethodsRequiredHints { attested: None, rollout_policy: Some(1) };
+        let f = aggregate(&users, policy);
+        assert_eq!(
+            f.methods_required,
+            Some(MethodsRequired { value: 1, source: MethodsRequiredSource::RolloutPolicy })
+        );
+        assert_eq!(phone(&f.non_admins), (1, 1, 0));
+        let f = aggregate(&users, none);
+        assert_eq!(
+            f.methods_required,
+            Some(MethodsRequired { value: 2, source: MethodsRequiredSource::Default })
+        );
+        assert_eq!(phone(&f.non_admins), (1, 0, 1));
+        // An attested value goes before the inferred one; an impossible one is ignored.
+        let users = [user(false, false, true, true, &["email"])];
+        let f = aggregate(&users, ATTESTED_2);
+        assert_eq!(
+            f.methods_required,
+            Some(MethodsRequired { value: 2, source: MethodsRequiredSource::Attested })
+        );
+        let odd = MethodsRequiredHints { attested: Some(3), rollout_policy: Some(0) };
+        assert_eq!(aggregate(&users, odd).methods_required, Some(inferred_1));
+    }
+
+    #[test]
+    fn both_variants_are_counted_across_pages_and_picked_at_the_end() {
+        // The evidence comes on the last page; the figures of the first page follow it.
+        let mut a = Aggregator::new();
+        for _ in 0..3 {
+            a.add_page(
+                serde_json::from_value(json!([capable(&["email", "mobilePhone"])])).unwrap(),
+            );
+        }
+        a.add_page(
+            serde_json::from_value(json!([user(false, false, true, true, &["email"])])).unwrap(),
+        );
+        let (f, pages) = a.finish();
+        assert_eq!(pages, 4);
+        assert_eq!(phone(&f.all), (4, 4, 0));
+        assert_eq!(f.methods_required.map(|m| m.source), Some(MethodsRequiredSource::Inferred));
+    }
+
+    #[test]
+    fn figures_stored_before_the_phone_figures_still_load() {
+        let old = json!({
+            "all": {"users": 3, "sspr_enabled": 2, "sspr_registered": 2, "sspr_capable": 1},
+            "admins": {"users": 0, "sspr_enabled": 0, "sspr_registered": 0, "sspr_capable": 0},
+            "non_admins": {"users": 3, "sspr_enabled": 2, "sspr_registered": 2, "sspr_capable": 1},
+            "members": {"users": 3, "sspr_enabled": 2, "sspr_registered": 2, "sspr_capable": 1},
+            "guests": {"users": 0, "sspr_enabled": 0, "sspr_registered": 0, "sspr_capable": 0},
+            "methods": {"email": 2},
+        });
+        let f: ReadinessFigures = serde_json::from_value(old).unwrap();
+        assert_eq!(f.methods_required, None);
+        assert_eq!((f.all.capable_without_phone, f.all.phone_dependent), (0, 0));
+        assert_eq!(methods_required_key(&f), "unknown");
+        let view = serde_json::to_value(FiguresView::new(f.clone(), Utc::now())).unwrap();
+        assert_eq!(view["methods_required"], Value::Null);
+        assert_eq!(view["all"]["phone_dependent"], 0);
+        let report = TenantReport {
+            tenant_id: "ten_x".into(),
+            display_name: "x".into(),
+            status: "ok".into(),
+            reason: None,
+            attempted_at: None,
+            pages: Some(1),
+            duration_ms: Some(1),
+            figures: Some(FiguresView::new(f, Utc::now())),
+        };
+        let header = csv_header();
+        let record = report.csv_record();
+        let col = |name: &str| &record[header.iter().position(|h| h == name).unwrap()];
+        assert_eq!(col("methods_required"), "");
+        assert_eq!(col("methods_required_source"), "");
+        assert_eq!(col("phone_dependent"), "0");
     }
 
     #[test]
@@ -928,6 +1474,7 @@ mod tests {
         assert_eq!(col("sspr_capable_percent"), "33.3");
         assert_eq!(col("method_email"), "2");
         assert_eq!(col("methods_other"), "5");
+        assert_eq!(col("methods_required"), "");
         let pending = TenantReport { figures: None, status: "pending".into(), ..report };
         assert_eq!(pending.csv_record().len(), header.len());
         let text = String::from_utf8(csv_chunk(&[pending], true).unwrap()).unwrap();
