@@ -40,7 +40,8 @@ use crate::{
     graph::policy_defaults,
     licences::Sku,
     model::{
-        AppGrant, Behaviour, Enablement, Group, LegacySspr, NEVER, Tenant, User, flag, method, unit,
+        AppGrant, Behaviour, Enablement, Group, LegacySspr, NEVER, NEVER_32, Tenant, User, flag,
+        method, unit,
     },
 };
 
@@ -214,8 +215,15 @@ pub struct TenantSpec {
     pub hybrid: Option<bool>,
     /// `policyMigrationState`.
     pub migration_state: String,
-    /// Share of users with Authenticator registered before the start (for MFA).
+    /// Share of users with Authenticator registered before the start (for MFA), among the
+    /// members that neither phone share below picks, and among guests.
     pub mfa_registered_share: f64,
+    /// Share of member users whose registered methods are only phone methods: `mobilePhone`,
+    /// for some also `officePhone` (default 0).
+    pub phone_only_share: f64,
+    /// Share of member users with exactly one non-phone SSPR method (Authenticator or email)
+    /// and a phone method (default 0).
+    pub phone_mixed_share: f64,
     /// Method states at start, by id (`sms = "enabled"`).
     pub methods: BTreeMap<String, String>,
     /// Groups at start.
@@ -259,6 +267,8 @@ impl Default for TenantSpec {
             hybrid: None,
             migration_state: "migrationComplete".into(),
             mfa_registered_share: 0.3,
+            phone_only_share: 0.0,
+            phone_mixed_share: 0.0,
             methods: BTreeMap::new(),
             groups: Vec::new(),
             legacy: LegacySspr::default(),
@@ -469,6 +479,9 @@ fn generate_one(seed: u64, i: u32, g: &GenerateSpec) -> TenantSpec {
         hybrid,
         migration_state: migration_state.into(),
         mfa_registered_share: 0.1 + 0.6 * u("mfa"),
+        // Phone dependence before the retirement of SMS and voice for SSPR.
+        phone_only_share: 0.1 + 0.15 * u("phone_only"),
+        phone_mixed_share: 0.2 + 0.15 * u("phone_mixed"),
         methods,
         legacy,
         // Hardening baselines switch administrators' SSPR off.
@@ -477,6 +490,30 @@ fn generate_one(seed: u64, i: u32, g: &GenerateSpec) -> TenantSpec {
         consented: u("consent") >= g.consent_missing_share,
         faults: g.faults.clone(),
         ..Default::default()
+    }
+}
+
+/// The methods a member user registered before the start when `phone_only_share` or
+/// `phone_mixed_share` picks it: only phone methods (`mobilePhone`, a third of them also
+/// `officePhone`), or one non-phone method (Authenticator for 70 %, email otherwise) and
+/// `mobilePhone`. None for the other users.
+fn phone_class(tenant_seed: u64, u: u32, spec: &TenantSpec) -> Option<u8> {
+    if spec.phone_only_share <= 0.0 && spec.phone_mixed_share <= 0.0 {
+        return None;
+    }
+    let draw = unit(tenant_seed, u, "phone-class");
+    if draw < spec.phone_only_share {
+        let office = unit(tenant_seed, u, "office-phone") < 1.0 / 3.0;
+        Some(method::MOBILE_PHONE | if office { method::OFFICE_PHONE } else { 0 })
+    } else if draw < spec.phone_only_share + spec.phone_mixed_share {
+        let other = if unit(tenant_seed, u, "mixed-other") < 0.7 {
+            method::AUTHENTICATOR
+        } else {
+            method::EMAIL
+        };
+        Some(other | method::MOBILE_PHONE)
+    } else {
+        None
     }
 }
 
@@ -489,6 +526,15 @@ fn build_tenant(
 ) -> Result<Tenant, ScenarioError> {
     if spec.admins + spec.guests > spec.users {
         return Err(ScenarioError::Invalid(format!("tenant {i}: admins and guests exceed users")));
+    }
+    let share_ok = |x: f64| (0.0..=1.0).contains(&x);
+    if !share_ok(spec.phone_only_share)
+        || !share_ok(spec.phone_mixed_share)
+        || spec.phone_only_share + spec.phone_mixed_share > 1.0
+    {
+        return Err(ScenarioError::Invalid(format!(
+            "tenant {i}: phone_only_share and phone_mixed_share must be in [0, 1] and add up to at most 1"
+        )));
     }
     if !matches!(
         spec.migration_state.as_str(),
@@ -535,12 +581,24 @@ fn build_tenant(
             {
                 flags |= flag::DISABLED;
             }
-            let base = if unit(tenant_seed, u, "mfa") < spec.mfa_registered_share {
+            let mut base = if unit(tenant_seed, u, "mfa") < spec.mfa_registered_share {
                 method::AUTHENTICATOR
             } else {
                 0
             };
-            User { flags, base_methods: base, prompted_at: NEVER, enabled_at: NEVER }
+            if flags & flag::GUEST == 0
+                && let Some(phone_base) = phone_class(tenant_seed, u, spec)
+            {
+                base = phone_base;
+                flags |= flag::PHONE_CLASS;
+            }
+            User {
+                flags,
+                base_methods: base,
+                prompted_at: NEVER,
+                enabled_at: NEVER,
+                nudged_at: NEVER_32,
+            }
         })
         .collect();
     let skus = match &spec.skus {
@@ -668,6 +726,142 @@ mod tests {
         assert_eq!(apps.len(), 1);
         assert_eq!(tenants[0].groups.len(), 1);
         assert_eq!(scenario.faults_per_tenant(&tenants)[0].latency_ms, (50, 100));
+    }
+
+    /// Methods at `now` of the member users `which` picks, classified: (members, phone only,
+    /// one non-phone method and a phone method).
+    fn classes_of(t: &Tenant, now: i64, which: impl Fn(&User) -> bool) -> (usize, usize, usize) {
+        let (mut members, mut only, mut mixed) = (0, 0, 0);
+        for i in 0..t.users.len() as u32 {
+            if t.users[i as usize].flags & flag::GUEST != 0 || !which(&t.users[i as usize]) {
+                continue;
+            }
+            members += 1;
+            let m = t.methods_at(i, now);
+            let phones = m & method::PHONES;
+            let others = m & !method::PHONES;
+            if phones != 0 && others == 0 {
+                only += 1;
+            }
+            if phones != 0 && others.count_ones() == 1 {
+                mixed += 1;
+            }
+        }
+        (members, only, mixed)
+    }
+
+    /// [`classes_of`] every member user.
+    fn phone_classes(t: &Tenant, now: i64) -> (usize, usize, usize) {
+        classes_of(t, now, |_| true)
+    }
+
+    fn one_tenant(extra: &str) -> Tenant {
+        let text = format!(
+            "seed = 5\n[[tenants]]\nusers = 1000\nadmins = 10\nguests = 100\nmfa_registered_share = 0.3\n{extra}"
+        );
+        Scenario::parse(&text).unwrap().build().unwrap().0.remove(0)
+    }
+
+    #[test]
+    fn phone_only_and_mixed_shares_shape_the_members_methods() {
+        // Defaults: nobody registered a phone method before the start.
+        // (Administrators are prompted at sign-in: leave them out.)
+        let non_admin = |u: &User| u.flags & flag::ADMIN == 0;
+        let t = one_tenant("");
+        assert_eq!(classes_of(&t, 0, non_admin), (890, 0, 0));
+        assert!(t.users.iter().all(|u| u.flags & flag::PHONE_CLASS == 0));
+
+        let t = one_tenant("phone_only_share = 0.5\n");
+        let (members, only, mixed) = classes_of(&t, 0, non_admin);
+        assert!((400..=490).contains(&only), "about half of {members} members: {only}");
+        assert_eq!(mixed, 0);
+        assert!(
+            t.users.iter().any(|u| u.base_methods == method::PHONES),
+            "some also registered an office phone"
+        );
+        // Guests are never phone-class.
+        assert!(t.users[900..].iter().all(|u| u.flags & flag::PHONE_CLASS == 0));
+
+        let t = one_tenant("phone_only_share = 0.2\nphone_mixed_share = 0.3\n");
+        let (_, only, mixed) = classes_of(&t, 0, non_admin);
+        assert!((140..=220).contains(&only), "{only}");
+        assert!((230..=310).contains(&mixed), "{mixed}");
+        let with_email = t
+            .users
+            .iter()
+            .filter(|u| u.base_methods == method::EMAIL | method::MOBILE_PHONE)
+            .count();
+        assert!(with_email > 30, "the non-phone method is sometimes email: {with_email}");
+
+        for bad in ["phone_only_share = 1.5\n", "phone_only_share = 0.6\nphone_mixed_share = 0.6\n"]
+        {
+            let text = format!("[[tenants]]\nusers = 10\n{bad}");
+            assert!(Scenario::parse(&text).unwrap().build().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn phone_users_prompted_at_sign_in_stay_phone_users_and_a_campaign_cures_them() {
+        // SSPR for everyone with registration at sign-in since long before the start.
+        let t = one_tenant(
+            "phone_only_share = 0.3\nphone_mixed_share = 0.3\nlegacy = { enablement = \"all\" }\n",
+        );
+        let phone_class = |u: &User| u.flags & flag::PHONE_CLASS != 0;
+        let (picked, only, mixed) = classes_of(&t, 0, phone_class);
+        assert_eq!(only + mixed, picked, "prompting adds no methods to phone-class users");
+        assert!((220..=320).contains(&only), "{only}");
+        assert!((220..=320).contains(&mixed), "{mixed}");
+
+        // A registration campaign for all users, then a month.
+        let mut t = t;
+        let campaign = serde_json::json!({"authenticationMethodsRegistrationCampaign": {
+            "state": "enabled", "snoozeDurationInDays": 1, "excludeTargets": [],
+            "includeTargets": [{"id": "all_users", "targetType": "group", "targetedAuthenticationMethod": "microsoftAuthenticator"}]}});
+        t.methods_policy.insert("registrationEnforcement".into(), campaign);
+        t.refresh_scope(0);
+        let month = 30 * 86_400;
+        let (_, only_after, _) = classes_of(&t, month, phone_class);
+        let share = t.behaviour.registration_share;
+        let expected = (only as f64 * (1.0 - share)).round() as usize;
+        assert!(
+            only_after.abs_diff(expected) <= 15,
+            "{only} → {only_after}, expected ≈ {expected}"
+        );
+        for i in 0..t.users.len() as u32 {
+            let user = t.users[i as usize];
+            if user.flags & flag::PHONE_CLASS != 0 {
+                let registers = unit(t.seed, i, "registers") < share;
+                assert_eq!(
+                    t.methods_at(i, month) & method::AUTHENTICATOR != 0,
+                    registers || user.base_methods & method::AUTHENTICATOR != 0,
+                    "user {i}"
+                );
+                assert_eq!(
+                    t.methods_at(i, 0) & !method::AUTHENTICATOR,
+                    user.base_methods & !method::AUTHENTICATOR
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_user_still_takes_24_bytes() {
+        assert_eq!(std::mem::size_of::<User>(), 24);
+    }
+
+    #[test]
+    fn generated_tenants_have_seeded_phone_shares() {
+        let scenario = Scenario::generated(30, 4);
+        let specs = scenario.all_specs();
+        for spec in &specs {
+            assert!((0.1..=0.25).contains(&spec.phone_only_share), "{}", spec.phone_only_share);
+            assert!((0.2..=0.35).contains(&spec.phone_mixed_share), "{}", spec.phone_mixed_share);
+        }
+        assert!(specs.windows(2).any(|w| w[0].phone_only_share != w[1].phone_only_share));
+        let tenants = scenario.build().unwrap().0;
+        let big = tenants.iter().max_by_key(|t| t.users.len()).unwrap();
+        let (members, only, mixed) = phone_classes(big, 0);
+        assert!(only * 20 > members && mixed * 10 > members, "{members} {only} {mixed}");
     }
 
     #[test]

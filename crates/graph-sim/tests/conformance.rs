@@ -1550,3 +1550,100 @@ async fn user_registrations_agree_with_user_registration_details() {
     // Also in a tenant without P1 (no report there, but the accessor still answers).
     assert_eq!(s.sim.user_registrations(FABRIKAM).unwrap().len(), 12);
 }
+
+/// MC1325414: the directory attributes `mobilePhone`, `businessPhones` and `otherMails` are
+/// not registered methods. A user with a directory mobile phone and no registered phone method
+/// has no `mobilePhone` in `methodsRegistered` and is not SSPR-registered by it.
+#[tokio::test]
+async fn directory_phones_and_mails_are_not_registered_methods() {
+    let s = start(
+        r#"
+seed = 3
+[settings]
+time_speed = 0.0
+page_size = 50
+[[tenants]]
+id = "0b6a3a8e-5555-4c2d-9e7f-000000000005"
+name = "Woodgrove"
+users = 60
+admins = 2
+guests = 4
+mfa_registered_share = 0.0
+migration_state = "preMigration"
+legacy = { enablement = "all", register_on_sign_in = false }
+[[tenants]]
+id = "0b6a3a8e-6666-4c2d-9e7f-000000000006"
+name = "Litware"
+users = 60
+guests = 4
+phone_only_share = 0.5
+phone_mixed_share = 0.3
+migration_state = "preMigration"
+legacy = { enablement = "all", register_on_sign_in = false }
+"#,
+    )
+    .await;
+    let woodgrove = "0b6a3a8e-5555-4c2d-9e7f-000000000005";
+    let token = s.token(woodgrove).await;
+    let (status, users) = s.get(&token, "/users?$top=999").await;
+    assert_eq!(status, 200);
+    let users = users["value"].as_array().unwrap().clone();
+    assert_eq!(users.len(), 60);
+    let with_mobile: Vec<&Value> = users.iter().filter(|u| u["mobilePhone"].is_string()).collect();
+    assert!(with_mobile.len() > 20, "many users have a directory mobile phone");
+    assert!(users.iter().any(|u| !u["businessPhones"].as_array().unwrap().is_empty()));
+    assert!(users.iter().any(|u| !u["otherMails"].as_array().unwrap().is_empty()));
+    let (_, one) =
+        s.get(&token, &format!("/users/{}", with_mobile[0]["id"].as_str().unwrap())).await;
+    assert_eq!(one["mobilePhone"], with_mobile[0]["mobilePhone"]);
+    let (_, selected) = s.get(&token, "/users?$select=id,mobilePhone,businessPhones").await;
+    assert!(selected["value"][0].get("otherMails").is_none());
+
+    // Nobody registered anything: SSPR is enabled for members, and nobody is registered.
+    for u in &with_mobile {
+        let id = u["id"].as_str().unwrap();
+        let (status, d) = s
+            .get(&token, &format!("/reports/authenticationMethods/userRegistrationDetails/{id}"))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(d["methodsRegistered"], json!([]), "{d}");
+        assert_eq!(d["isSsprRegistered"], false, "{d}");
+        assert_eq!(d["isSsprCapable"], false, "{d}");
+        assert_eq!(d["isMfaRegistered"], false, "{d}");
+        if d["isAdmin"] == false && d["userType"] == "member" {
+            assert_eq!(d["isSsprEnabled"], true, "{d}");
+        }
+    }
+    let regs = s.sim.user_registrations(woodgrove).unwrap();
+    assert!(regs.iter().all(|r| r.methods_registered.is_empty() && !r.is_sspr_registered));
+    assert_registrations_agree(&all_details(&s, &token).await, &regs);
+
+    // Registered phone methods do show, and count while the policy allows them; a directory
+    // phone without a registered one still does not.
+    let litware = "0b6a3a8e-6666-4c2d-9e7f-000000000006";
+    let token = s.token(litware).await;
+    let details = all_details(&s, &token).await;
+    let (_, users) = s.get(&token, "/users?$top=999").await;
+    let users = users["value"].as_array().unwrap();
+    let mut phone_only = 0;
+    let mut directory_only = 0;
+    for (d, u) in details.iter().zip(users) {
+        assert_eq!(d["id"], u["id"]);
+        let methods: Vec<&str> =
+            d["methodsRegistered"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        if !methods.is_empty() && methods.iter().all(|m| ["mobilePhone", "officePhone"].contains(m))
+        {
+            phone_only += 1;
+            assert_eq!(d["isSsprRegistered"], true, "{d}");
+        }
+        if methods.is_empty() {
+            assert_eq!(d["isSsprRegistered"], false, "{d}");
+            if u["mobilePhone"].is_string() {
+                directory_only += 1;
+            }
+        }
+    }
+    assert!(phone_only >= 15, "{phone_only}");
+    assert!(directory_only >= 1, "{directory_only}");
+    assert_registrations_agree(&details, &s.sim.user_registrations(litware).unwrap());
+}

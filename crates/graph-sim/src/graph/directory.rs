@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::{Ctx, HResult, perms, query::Query};
 use crate::{
     World,
-    model::{Tenant, flag},
+    model::{Tenant, flag, unit},
     response::SimResponse,
 };
 
@@ -77,9 +77,36 @@ pub(super) fn get_organization(world: &mut World, ctx: &Ctx<'_>, id: &str) -> HR
     Ok(SimResponse::json(200, org))
 }
 
+/// A user's directory contact attributes: `mobilePhone` (about 65 % of members),
+/// `businessPhones` (about half) and `otherMails` (about 30 %), drawn from the tenant's seed
+/// independently of the methods the user registered. They are not authentication methods and
+/// never count towards SSPR registration (MC1325414).
+pub(crate) fn directory_contacts(
+    t: &Tenant,
+    index: u32,
+) -> (Option<String>, Vec<String>, Vec<String>) {
+    if t.users[index as usize].flags & flag::GUEST != 0 {
+        return (None, Vec::new(), Vec::new());
+    }
+    let n = index % 10_000;
+    let mobile = (unit(t.seed, index, "dir-mobile") < 0.65).then(|| format!("+1 425 555 {n:04}"));
+    let business = if unit(t.seed, index, "dir-business") < 0.5 {
+        vec![format!("+1 206 555 {n:04}")]
+    } else {
+        Vec::new()
+    };
+    let other = if unit(t.seed, index, "dir-other-mail") < 0.3 {
+        vec![format!("user{index:05}.home@example.net")]
+    } else {
+        Vec::new()
+    };
+    (mobile, business, other)
+}
+
 /// A user resource.
 pub(crate) fn user_json(t: &Tenant, index: u32) -> Value {
     let u = t.users[index as usize];
+    let (mobile_phone, business_phones, other_mails) = directory_contacts(t, index);
     json!({
         "@odata.type": "#microsoft.graph.user",
         "id": t.user_id(index),
@@ -89,6 +116,9 @@ pub(crate) fn user_json(t: &Tenant, index: u32) -> Value {
         "accountEnabled": u.flags & flag::DISABLED == 0,
         "userType": if u.flags & flag::GUEST != 0 { "Guest" } else { "Member" },
         "onPremisesSyncEnabled": if u.flags & flag::SYNCED != 0 { Value::Bool(true) } else { Value::Null },
+        "mobilePhone": mobile_phone,
+        "businessPhones": business_phones,
+        "otherMails": other_mails,
     })
 }
 
