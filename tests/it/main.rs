@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod engine;
 mod errors;
+mod exclusions;
 mod idempotency;
 mod limits;
 mod live;

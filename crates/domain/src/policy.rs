@@ -187,10 +187,24 @@ pub struct SsprPolicy {
     /// How SSPR's scope is set.
     #[serde(default)]
     pub scope_mode: ScopeMode,
+    /// Groups (object ids) the rollout never nudges: break-glass (emergency access) and
+    /// service accounts. Always added to the registration campaign's exclude targets, in the
+    /// pilot and the all stage; at most 20. Every tenant of the rollout
+    /// must have every group (a tenant without one is blocked with `exclude_group_not_found`).
+    #[serde(default)]
+    pub exclude_groups: Vec<String>,
+    /// Also add the exclusion groups to the exclude targets of the methods sspr-fleet manages
+    /// (default false). Off by default: a group excluded from a method cannot use it at all,
+    /// so excluding a break-glass account from a method it signs in with could lock it out.
+    #[serde(default)]
+    pub exclude_groups_from_methods: bool,
 }
 
 /// Most pilot members one rollout may name.
 pub const MAX_PILOT_MEMBERS: usize = 500;
+
+/// Most exclusion groups one rollout may name.
+pub(crate) const MAX_EXCLUDE_GROUPS: usize = 20;
 
 fn is_guid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
@@ -216,6 +230,18 @@ fn is_upn(s: &str) -> bool {
 }
 
 impl SsprPolicy {
+    /// The exclusion groups' ids, trimmed, lowercased and without repeats, in their order.
+    pub fn exclude_group_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        for g in &self.exclude_groups {
+            let id = g.trim().to_ascii_lowercase();
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
     /// Every problem with the policy (`prefix` is the path of the object, e.g. `policy`).
     pub fn problems(&self, prefix: &str) -> Vec<FieldProblem> {
         let f = |name: &str| format!("{prefix}.{name}");
@@ -312,6 +338,31 @@ impl SsprPolicy {
                     "a user principal name (name@domain) or an object id (GUID)",
                 ));
             }
+        }
+        if self.exclude_groups.len() > MAX_EXCLUDE_GROUPS {
+            p.push(FieldProblem::new(
+                f("exclude_groups"),
+                "too_many",
+                format!("at most {MAX_EXCLUDE_GROUPS} exclusion groups"),
+            ));
+        }
+        let pilot_id = g.id.as_deref().map(|id| id.trim().to_ascii_lowercase());
+        let mut seen: Vec<String> = Vec::new();
+        for (i, group) in self.exclude_groups.iter().enumerate() {
+            let id = group.trim().to_ascii_lowercase();
+            let field = format!("{prefix}.exclude_groups[{i}]");
+            if !is_guid(&id) {
+                p.push(FieldProblem::new(field, "invalid_format", "the group's object id, a GUID"));
+            } else if seen.contains(&id) {
+                p.push(FieldProblem::new(field, "duplicate", "this group is already listed"));
+            } else if pilot_id.as_deref() == Some(id.as_str()) {
+                p.push(FieldProblem::new(
+                    field,
+                    "pilot_group_excluded",
+                    "the pilot group cannot also be an exclusion group",
+                ));
+            }
+            seen.push(id);
         }
         p
     }
@@ -410,6 +461,47 @@ mod tests {
         .unwrap();
         let got: Vec<String> = policy.problems("policy").into_iter().map(|p| p.field).collect();
         assert_eq!(got, vec!["policy.pilot_group.members[1]".to_owned()]);
+    }
+
+    #[test]
+    fn exclusion_groups_default_to_none_and_are_checked_one_by_one() {
+        let p = policy(serde_json::json!({"pilot_group": {"name": "g", "members": ["a@b.c"]}}));
+        assert!(p.exclude_groups.is_empty() && !p.exclude_groups_from_methods);
+        let pilot = "11111111-2222-3333-4444-555555555555";
+        let p = policy(serde_json::json!({
+            "pilot_group": {"id": pilot, "members": ["a@b.c"]},
+            "exclude_groups": [
+                " AAAAAAAA-0000-4000-8000-000000000001 ", "not-a-guid",
+                "aaaaaaaa-0000-4000-8000-000000000001", pilot.to_ascii_uppercase(),
+                "aaaaaaaa-0000-4000-8000-000000000002",
+            ],
+            "exclude_groups_from_methods": true,
+        }));
+        assert_eq!(
+            fields(&p),
+            vec![
+                ("policy.exclude_groups[1]".to_owned(), "invalid_format"),
+                ("policy.exclude_groups[2]".to_owned(), "duplicate"),
+                ("policy.exclude_groups[3]".to_owned(), "pilot_group_excluded"),
+            ]
+        );
+        assert!(p.exclude_groups_from_methods);
+        assert_eq!(
+            p.exclude_group_ids()[..2],
+            ["aaaaaaaa-0000-4000-8000-000000000001".to_owned(), "not-a-guid".to_owned()]
+        );
+        let many: Vec<String> =
+            (0..=MAX_EXCLUDE_GROUPS).map(|i| format!("aaaaaaaa-0000-4000-8000-{i:012}")).collect();
+        let p = policy(serde_json::json!({
+            "pilot_group": {"name": "g", "members": ["a@b.c"]}, "exclude_groups": many,
+        }));
+        assert_eq!(fields(&p), vec![("policy.exclude_groups".to_owned(), "too_many")]);
+        assert!(
+            serde_json::from_value::<SsprPolicy>(serde_json::json!({
+                "pilot_group": {"name": "g", "members": ["a@b.c"]}, "exclude_groups": "x",
+            }))
+            .is_err()
+        );
     }
 
     #[test]

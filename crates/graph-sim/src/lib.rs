@@ -377,6 +377,15 @@ impl GraphSim {
         Ok(world.writes[i].iter().cloned().collect())
     }
 
+    /// The users (by index) an enabled registration campaign has ever nudged, in index order:
+    /// those its include targets named and its exclude targets did not, at any change of the
+    /// campaign, the groups or the users since the start.
+    pub fn campaign_nudged(&self, tenant: &str) -> Result<Vec<u32>, SimError> {
+        let world = self.inner.world.lock();
+        let i = Self::tenant_index(&world, tenant)?;
+        Ok(world.tenants[i].campaign_nudged())
+    }
+
     /// The refresh token a tenant accepts at the portal's v1 token endpoint.
     pub fn portal_refresh_token(&self, tenant: &str) -> Result<String, SimError> {
         let world = self.inner.world.lock();

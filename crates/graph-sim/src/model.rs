@@ -439,7 +439,9 @@ impl Tenant {
             if enabled && self.users[index as usize].flags & flag::GUEST == 0 {
                 enabled_members += 1;
             }
-            let nudged = campaign.as_ref().is_some_and(|targets| self.targets_user(targets, index));
+            let nudged = campaign.as_ref().is_some_and(|(include, exclude)| {
+                self.targets_user(include, index) && !self.targets_user(exclude, index)
+            });
             let user = &mut self.users[index as usize];
             if enabled && user.enabled_at == NEVER {
                 user.enabled_at = now_secs;
@@ -461,15 +463,24 @@ impl Tenant {
         }
     }
 
-    /// The include targets of the registration campaign, when it is enabled.
-    fn campaign_targets(&self) -> Option<Vec<Value>> {
+    /// The include and exclude targets of the registration campaign, when it is enabled. A
+    /// user in an exclude target is never nudged, whatever the include targets say.
+    fn campaign_targets(&self) -> Option<(Vec<Value>, Vec<Value>)> {
         let campaign = self
             .methods_policy
             .get("registrationEnforcement")?
             .get("authenticationMethodsRegistrationCampaign")?;
-        (campaign.get("state")?.as_str()? == "enabled").then(|| {
-            campaign.get("includeTargets").and_then(Value::as_array).cloned().unwrap_or_default()
-        })
+        let list =
+            |key: &str| campaign.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+        (campaign.get("state")?.as_str()? == "enabled")
+            .then(|| (list("includeTargets"), list("excludeTargets")))
+    }
+
+    /// The users (by index) an enabled registration campaign has nudged so far.
+    pub(crate) fn campaign_nudged(&self) -> Vec<u32> {
+        (0..self.users.len() as u32)
+            .filter(|&i| self.users[i as usize].nudged_at != NEVER_32)
+            .collect()
     }
 
     /// Whether a list of `{targetType, id}` targets includes the user.

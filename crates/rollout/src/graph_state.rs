@@ -24,8 +24,11 @@ pub(crate) fn methods_now(policy: &AuthenticationMethodsPolicy) -> Vec<MethodNow
                 key,
                 enabled: c.state == MethodState::Enabled,
                 targets: c.include_targets.iter().map(|t| t.id.clone()).collect(),
+                exclude_targets: c.exclude_targets.iter().map(|t| t.id.clone()).collect(),
             },
-            None => MethodNow { key, enabled: false, targets: Vec::new() },
+            None => {
+                MethodNow { key, enabled: false, targets: Vec::new(), exclude_targets: Vec::new() }
+            }
         })
         .collect()
 }
@@ -36,9 +39,15 @@ pub(crate) fn campaign_now(policy: &AuthenticationMethodsPolicy) -> CampaignNow 
         Some(c) => CampaignNow {
             enabled: c.state == AdvancedConfigState::Enabled,
             targets: c.include_targets.iter().map(|t| t.id.clone()).collect(),
+            exclude_targets: c.exclude_targets.iter().map(|t| t.id.clone()).collect(),
             snooze_days: u8::try_from(c.snooze_duration_in_days.clamp(0, 14)).unwrap_or(0),
         },
-        None => CampaignNow { enabled: false, targets: Vec::new(), snooze_days: 0 },
+        None => CampaignNow {
+            enabled: false,
+            targets: Vec::new(),
+            exclude_targets: Vec::new(),
+            snooze_days: 0,
+        },
     }
 }
 

@@ -60,7 +60,8 @@ pub struct PlannedStep {
 pub struct Blocker {
     /// Stable code: the tenant's readiness reason (`license_missing`, `consent_missing`, ...),
     /// `not_verified`, `pilot_group_not_found`, `pilot_group_name_taken`,
-    /// `pilot_group_ambiguous`, `pilot_user_not_found`, or a Graph failure code.
+    /// `pilot_group_ambiguous`, `pilot_user_not_found`, `exclude_group_not_found`, or a Graph
+    /// failure code.
     pub code: String,
     /// For people.
     pub message: String,
@@ -104,6 +105,51 @@ pub struct Planner {
     registry: Registry,
     graph: GraphClient,
     concurrency: usize,
+}
+
+/// The `exclude_groups` step: every exclusion group looked up in the tenant; `None` when the
+/// policy names none, `exclude_group_not_found` when one is missing.
+async fn exclusion_step(
+    g: &GraphClient,
+    t: &sspr_graph::Tenant,
+    policy: &sspr_domain::SsprPolicy,
+) -> Result<Option<PlannedStep>, Blocker> {
+    let excludes = policy.exclude_group_ids();
+    if excludes.is_empty() {
+        return Ok(None);
+    }
+    let mut found = Vec::new();
+    for id in &excludes {
+        match g.group(t, id).await {
+            Ok(Some(group)) => {
+                found.push(json!({"id": group.id, "display_name": group.display_name}));
+            }
+            Ok(None) => {
+                return Err(blocker(
+                    "exclude_group_not_found",
+                    format!("no group has the id {id} (policy.exclude_groups)"),
+                ));
+            }
+            Err(e) => return Err(graph_blocker(&e)),
+        }
+    }
+    let summary = if policy.exclude_groups_from_methods {
+        format!(
+            "{} groups are excluded from the registration campaign and the managed methods",
+            found.len()
+        )
+    } else {
+        format!(
+            "{} groups are excluded from the registration campaign (the methods' targets are left to them)",
+            found.len()
+        )
+    };
+    Ok(Some(step(
+        "exclude_groups",
+        "exclude",
+        summary,
+        json!({"groups": found, "from_methods": policy.exclude_groups_from_methods}),
+    )))
 }
 
 fn blocker(code: &str, message: impl Into<String>) -> Blocker {
@@ -486,7 +532,22 @@ impl Planner {
             ));
         }
 
+        // The exclusion groups (break-glass, service accounts): each must be in the tenant,
+        // or the campaign could nudge the very accounts it was told to leave alone.
+        let excludes = policy.exclude_group_ids();
+        // Boxed: the planner's future stays small (it runs inside every preflight step).
+        match Box::pin(exclusion_step(g, t, policy)).await {
+            Ok(Some(s)) => steps.push(s),
+            Ok(None) => {}
+            Err(b) => return Err((b, steps)),
+        }
+
         // Methods and campaign, pilot then all.
+        let unless = if excludes.is_empty() {
+            String::new()
+        } else {
+            format!(", excluding {} groups", excludes.len())
+        };
         let current = methods_now(&methods);
         let pilot = Stage::Pilot { group_id: group_id.clone() };
         let pilot_changes = plan_methods(policy, &current, &pilot);
@@ -502,9 +563,9 @@ impl Planner {
             "campaign_pilot",
             if campaign_pilot.is_some() { "update" } else { "none" },
             if policy.registration_campaign.enabled {
-                "target the registration campaign at the pilot group"
+                format!("target the registration campaign (register Microsoft Authenticator) at the pilot group{unless}")
             } else {
-                "the registration campaign is not managed"
+                "the registration campaign is not managed".to_owned()
             },
             serde_json::to_value(&campaign_pilot).unwrap_or_default(),
         ));
@@ -555,9 +616,9 @@ impl Planner {
             "campaign_all",
             if campaign_all.is_some() { "update" } else { "none" },
             if policy.registration_campaign.enabled {
-                "open the registration campaign to all users"
+                format!("open the registration campaign (register Microsoft Authenticator) to all users{unless}")
             } else {
-                "the registration campaign is not managed"
+                "the registration campaign is not managed".to_owned()
             },
             serde_json::to_value(&campaign_all).unwrap_or_default(),
         ));

@@ -122,10 +122,14 @@ fn check_targets(
         let Some(obj) = item.as_object() else {
             return Err(SimResponse::bad_request(format!("Invalid item in '{field}'.")));
         };
+        // An `excludeTarget` is only `{id, targetType}`; include targets carry settings.
+        let base: &[&str] = if field == "excludeTargets" {
+            &["id", "targetType", "@odata.type"]
+        } else {
+            &["id", "targetType", "isRegistrationRequired", "@odata.type"]
+        };
         for key in obj.keys() {
-            let known = ["id", "targetType", "isRegistrationRequired", "@odata.type"]
-                .contains(&key.as_str())
-                || extra.contains(&key.as_str());
+            let known = base.contains(&key.as_str()) || extra.contains(&key.as_str());
             if !known {
                 return Err(SimResponse::bad_request(format!(
                     "Invalid property '{key}' in '{field}'."

@@ -15,9 +15,9 @@ use sspr_domain::{
 use sspr_graph::{
     GraphError, Tenant as GraphTenant,
     types::{
-        ALL_USERS, AuthenticationMethodsPolicy, CampaignIncludeTarget, MethodConfigPatch,
-        MethodState, MethodTarget, NewSecurityGroup, RegistrationCampaign, ReportPopulation,
-        TargetType, User, mail_nickname_from, registration_campaign_patch,
+        ALL_USERS, AuthenticationMethodsPolicy, CampaignIncludeTarget, ExcludeTarget,
+        MethodConfigPatch, MethodState, MethodTarget, NewSecurityGroup, RegistrationCampaign,
+        ReportPopulation, TargetType, User, mail_nickname_from, registration_campaign_patch,
     },
 };
 use sspr_queue::{Job, JobDone, JobError, JobFuture, JobHandler};
@@ -628,7 +628,10 @@ impl Ctx<'_> {
             self.snapshot(step, &format!("method:{}", id.as_path_segment()), before).await?;
             let patch = method_patch(change, current, stage);
             self.g().patch_method_configuration(&self.gt, id, &patch).await?;
-            done.push(json!({"method": id.as_path_segment(), "targets": change.after.targets}));
+            done.push(json!({
+                "method": id.as_path_segment(), "targets": change.after.targets,
+                "exclude_targets": change.after.exclude_targets,
+            }));
         }
         let campaign = plan_campaign(&self.spec.policy, &campaign_now(&policy_now), stage);
         let mut campaign_done = Value::Null;
@@ -646,14 +649,17 @@ impl Ctx<'_> {
                     .map(CampaignIncludeTarget::authenticator_for_group)
                     .collect(),
             );
-            if let Some(now) = policy_now.registration_campaign() {
-                c.exclude_targets = now.exclude_targets.clone();
-            }
+            // The tenant's exclude targets as they are (users too), then the exclusion groups.
+            let kept = policy_now.registration_campaign().map(|now| &now.exclude_targets[..]);
+            c.exclude_targets =
+                exclude_targets(kept.unwrap_or_default(), &change.after.exclude_targets);
             let body = registration_campaign_patch(&c)
                 .map_err(|e| StepError::Retry(format!("invalid campaign: {e}")))?;
             self.g().patch_methods_policy(&self.gt, body).await?;
-            campaign_done =
-                json!({"targets": change.after.targets, "snooze_days": change.after.snooze_days});
+            campaign_done = json!({
+                "targets": change.after.targets, "exclude_targets": change.after.exclude_targets,
+                "snooze_days": change.after.snooze_days,
+            });
         }
         Ok(json!({"methods": done, "campaign": campaign_done}))
     }
@@ -1082,8 +1088,21 @@ impl Ctx<'_> {
     }
 }
 
+/// The exclude targets `kept` (as Graph has them, users included) followed by a group target
+/// for every id of `wanted` they do not name (case-insensitive).
+pub(crate) fn exclude_targets(kept: &[ExcludeTarget], wanted: &[String]) -> Vec<ExcludeTarget> {
+    let mut out = kept.to_vec();
+    for id in wanted {
+        if !out.iter().any(|t| t.id.eq_ignore_ascii_case(id)) {
+            out.push(ExcludeTarget::group(id.clone()));
+        }
+    }
+    out
+}
+
 /// The PATCH that gives one method the targets of `change.after`, keeping the per-target
-/// settings of targets it already had.
+/// settings of targets it already had. Exclude targets are sent only when the change adds
+/// some (the policy's `exclude_groups_from_methods`), the method's own kept as they are.
 pub(crate) fn method_patch(
     change: &MethodChange,
     current: Option<&sspr_graph::types::MethodConfiguration>,
@@ -1113,7 +1132,12 @@ pub(crate) fn method_patch(
             })
             .collect(),
     };
-    MethodConfigPatch::new(id).state(MethodState::Enabled).include_targets(targets)
+    let patch = MethodConfigPatch::new(id).state(MethodState::Enabled).include_targets(targets);
+    if change.after.exclude_targets.len() == change.before.exclude_targets.len() {
+        return patch;
+    }
+    let kept = current.map_or(&[][..], |c| &c.exclude_targets[..]);
+    patch.exclude_targets(exclude_targets(kept, &change.after.exclude_targets))
 }
 
 #[cfg(test)]
@@ -1131,11 +1155,13 @@ mod tests {
                 key,
                 enabled: !before.is_empty(),
                 targets: before.iter().map(|s| (*s).to_owned()).collect(),
+                exclude_targets: Vec::new(),
             },
             after: MethodNow {
                 key,
                 enabled: true,
                 targets: after.iter().map(|s| (*s).to_owned()).collect(),
+                exclude_targets: Vec::new(),
             },
             authenticator_mode: mode.map(str::to_owned),
         }
@@ -1200,6 +1226,35 @@ mod tests {
         assert_eq!(targets.len(), 1, "{body}");
         assert_eq!(targets[0]["id"], "all_users");
         assert_eq!(targets[0]["authenticationMode"], "push");
+    }
+
+    #[test]
+    fn exclude_targets_are_sent_only_when_the_change_adds_some_and_keep_the_methods_own() {
+        let current: MethodConfiguration = serde_json::from_value(json!({
+            "@odata.type": "#microsoft.graph.emailAuthenticationMethodConfiguration",
+            "id": "Email",
+            "state": "enabled",
+            "includeTargets": [{"targetType": "group", "id": "all_users"}],
+            "excludeTargets": [{"targetType": "user", "id": "u-old"}],
+        }))
+        .unwrap();
+        let mut c = change(MethodKey::Email, &["all_users"], &["all_users"], None);
+        c.before.exclude_targets = vec!["u-old".into()];
+        c.after.exclude_targets = vec!["u-old".into()];
+        let body = method_patch(&c, Some(&current), &Stage::All).to_json();
+        assert!(body.get("excludeTargets").is_none(), "{body}");
+        c.after.exclude_targets = vec!["u-old".into(), "g-break-glass".into()];
+        let body = method_patch(&c, Some(&current), &Stage::All).to_json();
+        assert_eq!(
+            body["excludeTargets"],
+            json!([{"id": "u-old", "targetType": "user"}, {"id": "g-break-glass", "targetType": "group"}])
+        );
+        let kept = [ExcludeTarget::group("G-1")];
+        assert_eq!(
+            exclude_targets(&kept, &["g-1".into(), "g-2".into()]),
+            vec![ExcludeTarget::group("G-1"), ExcludeTarget::group("g-2")],
+            "no duplicates"
+        );
     }
 
     #[test]
