@@ -15,6 +15,8 @@ seed = 11
 [settings]
 time_speed = 0.0
 page_size = 10
+[settings.throttle]
+reports = false                # the reporting buckets have tests of their own
 
 [[tenants]]
 id = "0b6a3a8e-1111-4c2d-9e7f-000000000001"
@@ -661,8 +663,7 @@ impl<T> Pipe for T {}
 
 #[tokio::test]
 async fn throttling_answers_429_with_retry_after_and_counts_early_retries() {
-    let scenario =
-        SCENARIO.replace("page_size = 10", "page_size = 10\n[settings.throttle]\nscale = 0.001");
+    let scenario = SCENARIO.replace("reports = false", "reports = false\nscale = 0.001");
     let s = start(&scenario).await;
     let token = s.token(TAILSPIN).await;
     // A small tenant gets 3.5 RU per 10 s at this scale; GET /users costs 2.
@@ -935,6 +936,8 @@ seed = 21
 [settings]
 time_speed = 0.0
 page_size = 50
+[settings.throttle]
+reports = false
 
 [[tenants]]
 id = "0b6a3a8e-5555-4c2d-9e7f-000000000005"
@@ -1562,6 +1565,8 @@ seed = 3
 [settings]
 time_speed = 0.0
 page_size = 50
+[settings.throttle]
+reports = false
 [[tenants]]
 id = "0b6a3a8e-5555-4c2d-9e7f-000000000005"
 name = "Woodgrove"
@@ -1646,4 +1651,151 @@ legacy = { enablement = "all", register_on_sign_in = false }
     assert!(phone_only >= 15, "{phone_only}");
     assert!(directory_only >= 1, "{directory_only}");
     assert_registrations_agree(&details, &s.sim.user_registrations(litware).unwrap());
+}
+
+/// 26 licensed tenants of 5 users with a frozen clock: enough to empty the reporting APIs'
+/// app-wide bucket (122 per 10 s) without emptying any tenant's (5 per 10 s).
+fn reports_fleet() -> (String, Vec<String>) {
+    let ids: Vec<String> = (0..26).map(|i| format!("0b6a3a8e-9999-4c2d-9e7f-{i:012}")).collect();
+    let mut s = String::from("seed = 5\n[settings]\ntime_speed = 0.0\n");
+    for (i, id) in ids.iter().enumerate() {
+        s.push_str(&format!(
+            "[[tenants]]\nid = \"{id}\"\nname = \"Report {i}\"\nusers = 5\nlicence = \"business_premium\"\n"
+        ));
+    }
+    (s, ids)
+}
+
+const BY_FEATURE: &str = "/reports/authenticationMethods/usersRegisteredByFeature()";
+const BY_FEATURE_ENDPOINT: &str = "GET /reports/authenticationMethods/usersRegisteredByFeature";
+
+#[tokio::test]
+async fn report_reads_have_their_own_buckets_per_tenant_and_per_app() {
+    let (scenario, ids) = reports_fleet();
+    let s = start(&scenario).await;
+    let t0 = &ids[0];
+    let token = s.token(t0).await;
+    for _ in 0..5 {
+        assert_eq!(s.get(&token, BY_FEATURE).await.0, 200);
+    }
+    // The 6th report read of the tenant within 10 s: 429 scoped to the (tenant, app) pair.
+    let (status, headers, body) = s.call(&token, reqwest::Method::GET, BY_FEATURE, None).await;
+    assert_eq!(status, 429, "{body}");
+    assert_graph_error(&body, "TooManyRequests");
+    assert_eq!(
+        headers["x-ms-throttle-scope"].to_str().unwrap(),
+        format!("Tenant_Application/Read/{DEFAULT_CLIENT_ID}/{t0}")
+    );
+    let retry_after: i64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry_after), "{retry_after}");
+    // Identity reads and writes of the tenant are not held by its full reports bucket, and
+    // are not early.
+    assert_eq!(s.get(&token, "/groups").await.0, 200);
+    assert_eq!(s.get(&token, "/organization").await.0, 200);
+    let (status, _, body) = s
+        .call(
+            &token,
+            reqwest::Method::POST,
+            "/groups",
+            Some(json!({"displayName": "Reports", "mailEnabled": false, "mailNickname": "reports", "securityEnabled": true})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(s.sim.stats(t0).unwrap().early_requests, 0);
+    // A report read inside the Retry-After is early, counted by endpoint; the audit log is in
+    // the same bucket.
+    let (status, _, _) =
+        s.call(&token, reqwest::Method::GET, "/auditLogs/directoryAudits", None).await;
+    assert_eq!(status, 429);
+    let stats = s.sim.stats(t0).unwrap();
+    assert_eq!(stats.early_requests, 1);
+    assert_eq!(stats.early_by_endpoint["GET /auditLogs/directoryAudits"], 1);
+    // Once the Retry-After has passed on the simulator's clock, the tenant reads again.
+    s.sim.clock().advance(chrono::TimeDelta::seconds(retry_after));
+    assert_eq!(s.get(&token, BY_FEATURE).await.0, 200);
+    assert_eq!(s.sim.stats(t0).unwrap().early_requests, 1);
+    // After a whole window the tenant has its 5 again.
+    s.sim.clock().advance(chrono::TimeDelta::seconds(10));
+    for _ in 0..5 {
+        assert_eq!(
+            s.get(&token, "/reports/authenticationMethods/userRegistrationDetails").await.0,
+            200
+        );
+    }
+    assert_eq!(s.get(&token, BY_FEATURE).await.0, 429);
+
+    // Across tenants: 122 report reads per 10 s for the app, then 429 scoped to the app even
+    // in a tenant that has read nothing yet.
+    s.sim.clock().advance(chrono::TimeDelta::seconds(60));
+    let mut tokens = Vec::new();
+    for id in &ids {
+        tokens.push(s.token(id).await);
+    }
+    let paths = [
+        BY_FEATURE,
+        "/auditLogs/directoryAudits",
+        "/reports/authenticationMethods/userRegistrationDetails",
+    ];
+    for n in 0..122 {
+        let (status, _, body) =
+            s.call(&tokens[n / 5], reqwest::Method::GET, paths[n % 3], None).await;
+        assert_eq!(status, 200, "read {n}: {body}");
+    }
+    let last = ids.len() - 1;
+    let (status, headers, body) =
+        s.call(&tokens[last], reqwest::Method::GET, BY_FEATURE, None).await;
+    assert_eq!(status, 429, "{body}");
+    assert_graph_error(&body, "TooManyRequests");
+    assert_eq!(
+        headers["x-ms-throttle-scope"].to_str().unwrap(),
+        format!("Application/Read/{DEFAULT_CLIENT_ID}/")
+    );
+    let retry_after: i64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
+    // The app's report hold makes any tenant's report read early, not its identity reads.
+    assert_eq!(s.get(&tokens[last], "/groups").await.0, 200);
+    assert_eq!(s.sim.stats(&ids[last]).unwrap().early_requests, 0);
+    assert_eq!(s.get(&tokens[3], BY_FEATURE).await.0, 429);
+    assert_eq!(s.sim.stats(&ids[3]).unwrap().early_by_endpoint[BY_FEATURE_ENDPOINT], 1);
+    s.sim.clock().advance(chrono::TimeDelta::seconds(retry_after));
+    assert_eq!(s.get(&tokens[last], BY_FEATURE).await.0, 200);
+    assert_eq!(s.sim.stats(&ids[last]).unwrap().early_requests, 0);
+}
+
+#[tokio::test]
+async fn a_batch_of_report_reads_is_charged_per_item() {
+    let (scenario, ids) = reports_fleet();
+    let s = start(&scenario).await;
+    let t0 = &ids[0];
+    let token = s.token(t0).await;
+    let mut requests: Vec<Value> = (0..7)
+        .map(|i| json!({"id": format!("r{i}"), "method": "GET", "url": BY_FEATURE}))
+        .collect();
+    requests.push(json!({"id": "groups", "method": "GET", "url": "/groups"}));
+    let (status, _, body) =
+        s.call(&token, reqwest::Method::POST, "/$batch", Some(json!({"requests": requests}))).await;
+    assert_eq!(status, 200, "{body}");
+    let responses = body["responses"].as_array().unwrap();
+    let status_of = |id: &str| responses.iter().find(|r| r["id"] == id).unwrap()["status"].clone();
+    let throttled: Vec<&Value> = responses.iter().filter(|r| r["status"] == 429).collect();
+    // Five items fit the tenant's bucket; the other two are answered 429 each, with the
+    // headers of a single 429; the identity item is not affected.
+    assert_eq!(throttled.len(), 2, "{body}");
+    assert_eq!(responses.iter().filter(|r| r["status"] == 200).count(), 6);
+    assert_eq!(status_of("groups"), 200);
+    for r in throttled {
+        assert_eq!(r["body"]["error"]["code"], "TooManyRequests");
+        assert!(r["headers"]["Retry-After"].as_str().unwrap().parse::<u64>().unwrap() >= 1);
+        assert_eq!(
+            r["headers"]["x-ms-throttle-scope"],
+            format!("Tenant_Application/Read/{DEFAULT_CLIENT_ID}/{t0}")
+        );
+    }
+    let stats = s.sim.stats(t0).unwrap();
+    assert_eq!(stats.by_endpoint[BY_FEATURE_ENDPOINT], 7);
+    assert_eq!(stats.throttled, 2);
+    // Siblings are not early; the next report read, inside the Retry-After, is.
+    assert_eq!(stats.early_requests, 0);
+    assert_eq!(s.get(&token, BY_FEATURE).await.0, 429);
+    assert_eq!(s.sim.stats(t0).unwrap().early_by_endpoint[BY_FEATURE_ENDPOINT], 1);
 }

@@ -248,7 +248,13 @@ impl GraphSim {
     ) {
         let ti = token.tenant;
         let tenant_id = world.tenants[ti].id.clone();
-        let early = world.throttle.early_by_ms(&token.client_id, &tenant_id, now_ms);
+        let mut early = world.throttle.early_by_ms(&token.client_id, &tenant_id, now_ms);
+        // A report read is early inside a report `Retry-After` too (of the pair or the app).
+        let report = endpoint.split_once(' ').is_some_and(|(m, p)| throttle::is_report_read(m, p));
+        if report && self.inner.settings.throttle.reports {
+            early =
+                early.max(world.throttle.report_early_by_ms(&token.client_id, &tenant_id, now_ms));
+        }
         let stats = &mut world.stats[ti];
         stats.requests += 1;
         if !method.eq_ignore_ascii_case("GET") {
@@ -309,35 +315,45 @@ impl GraphSim {
         let tenant_id = world.tenants[ti].id.clone();
         let (ru, write) = throttle::cost(method, path, query);
         let users = world.tenants[ti].users.len();
-        let charged = match world.throttle.charge(
-            &self.inner.settings.throttle,
-            &token.client_id,
-            &tenant_id,
-            users,
-            ru,
-            write,
-            now_ms,
-        ) {
-            Ok(c) => c,
-            Err(t) => {
-                world.stats[ti].throttled += 1;
-                if write {
-                    world.stats[ti].throttled_writes += 1;
+        let settings = &self.inner.settings.throttle;
+        // Report reads are charged to the reporting buckets only, never resource units.
+        let report = settings.reports && throttle::is_report_read(method, path);
+        let charged = if report {
+            match world.throttle.charge_report(settings, &token.client_id, &tenant_id, now_ms) {
+                Ok(()) => None,
+                Err((t, bound)) => {
+                    world.stats[ti].throttled += 1;
+                    world.throttle.told(bound, now_ms, t.retry_after_secs);
+                    return too_many_requests(t);
                 }
-                world.throttle.told_to_wait(
+            }
+        } else {
+            Some(
+                match world.throttle.charge(
+                    &self.inner.settings.throttle,
                     &token.client_id,
                     &tenant_id,
+                    users,
+                    ru,
+                    write,
                     now_ms,
-                    t.retry_after_secs,
-                );
-                return SimResponse::json(
-                    429,
-                    json!({"error": {"code": "TooManyRequests", "message": "Please retry again later.", "innerError": {"code": "429", "message": "Please retry after", "status": "429"}}}),
-                )
-                .header("Retry-After", t.retry_after_secs.to_string())
-                .header("x-ms-throttle-scope", t.scope)
-                .header("x-ms-throttle-information", t.information);
-            }
+                ) {
+                    Ok(c) => c,
+                    Err(t) => {
+                        world.stats[ti].throttled += 1;
+                        if write {
+                            world.stats[ti].throttled_writes += 1;
+                        }
+                        world.throttle.told_to_wait(
+                            &token.client_id,
+                            &tenant_id,
+                            now_ms,
+                            t.retry_after_secs,
+                        );
+                        return too_many_requests(t);
+                    }
+                },
+            )
         };
         let ctx = Ctx {
             tenant: ti,
@@ -348,7 +364,7 @@ impl GraphSim {
             settings: &self.inner.settings,
         };
         let mut response = route(world, &ctx, method, path, query, body);
-        if response.is_success() {
+        if let Some(charged) = charged.filter(|_| response.is_success()) {
             response = response.header("x-ms-resource-unit", charged.resource_units.to_string());
             if let Some(p) = charged.limit_percentage {
                 response = response.header("x-ms-throttle-limit-percentage", format!("{p:.1}"));
@@ -559,6 +575,21 @@ fn has_json_content_type(r: &Value) -> bool {
             k.eq_ignore_ascii_case("content-type") && v.as_str().is_some_and(|v| v.contains("json"))
         })
     })
+}
+
+/// Graph's 429: the error body, `Retry-After`, `x-ms-throttle-scope` and, where known,
+/// `x-ms-throttle-information`.
+fn too_many_requests(t: throttle::Throttled) -> SimResponse {
+    let mut r = SimResponse::json(
+        429,
+        json!({"error": {"code": "TooManyRequests", "message": "Please retry again later.", "innerError": {"code": "429", "message": "Please retry after", "status": "429"}}}),
+    )
+    .header("Retry-After", t.retry_after_secs.to_string())
+    .header("x-ms-throttle-scope", t.scope);
+    if let Some(info) = t.information {
+        r = r.header("x-ms-throttle-information", info);
+    }
+    r
 }
 
 fn fault_response(status: u16, retry_after: Option<u64>) -> SimResponse {
