@@ -88,6 +88,8 @@ pub(crate) fn rollout_spec(canary: usize, size: usize, in_flight: usize) -> Valu
     let mut spec = json!({
         "name": "Fleet SSPR",
         "policy": {
+            // SMS is asked for: these tests follow every managed method through both stages.
+            "methods": {"sms": true},
             "pilot_group": {"name": "SSPR pilot (sspr-fleet)", "members": ["user00003@{domain}", "user00004@{domain}"]},
             "registration_campaign": {"enabled": true, "snooze_days": 2},
         },

@@ -18,6 +18,7 @@ mod reach;
 mod reports;
 mod rollouts;
 mod shutdown;
+mod sms_retirement;
 mod status;
 mod streams;
 mod tenants;

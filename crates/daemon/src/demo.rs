@@ -288,6 +288,55 @@ pub async fn run(
     Ok(summary)
 }
 
+/// How long the demo waits for the readiness reports it asks for.
+const REPORTS_WAIT: Duration = Duration::from_secs(30);
+
+/// Refreshes the readiness reports and prints the users who lose self-service reset when SMS
+/// and voice stop counting (1 February 2027), and the tenants most at risk.
+async fn sms_retirement_summary(api: &Api) -> anyhow::Result<()> {
+    api.post("/v1/reports/sspr:refresh", &json!({}), 202).await?;
+    let started = std::time::Instant::now();
+    let mut page = api.get("/v1/reports/sspr?limit=500").await?;
+    // Wait until every tenant has a report (the refresh jobs run in the background).
+    while started.elapsed() < REPORTS_WAIT
+        && page["totals"]["by_status"]["pending"].as_u64().unwrap_or(0) > 0
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        page = api.get("/v1/reports/sspr?limit=500").await?;
+    }
+    let all = &page["totals"]["figures"]["all"];
+    let dependent = all["phone_dependent"].as_u64().unwrap_or(0);
+    println!();
+    println!("SMS and voice stop counting for SSPR on 1 February 2027:");
+    println!(
+        "  {dependent} of {} users who can reset today rely on a phone method (capable without phone: {})",
+        all["sspr_capable"].as_u64().unwrap_or(0),
+        all["capable_without_phone"].as_u64().unwrap_or(0)
+    );
+    let mut at_risk: Vec<(u64, String)> = page["tenants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let n = t["figures"]["all"]["phone_dependent"].as_u64().filter(|n| *n > 0)?;
+            Some((n, t["display_name"].as_str().unwrap_or("?").to_owned()))
+        })
+        .collect();
+    at_risk.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    if at_risk.is_empty() {
+        println!("  No tenant depends on SMS or voice for self-service reset.");
+    } else {
+        println!(
+            "  Tenants most at risk ({} in all; see docs/sms-voice-retirement.md):",
+            at_risk.len()
+        );
+        for (n, name) in at_risk.iter().take(5) {
+            println!("    {name:<28} {n:>5} phone-dependent users");
+        }
+    }
+    Ok(())
+}
+
 /// Onboards, plans, rolls out and reports; the body of the demo.
 async fn drive(
     api: &Api,
@@ -432,6 +481,7 @@ async fn drive(
     println!(
         "  Scope tasks attested by the demo (a technician's job with real tenants): {attested}"
     );
+    sms_retirement_summary(api).await?;
     Ok(DemoSummary {
         state: last["state"].as_str().unwrap_or("?").to_owned(),
         counts,

@@ -32,4 +32,4 @@ pub use problem::FieldProblem;
 pub use reach::{Reach, completion_tally, scoped_reason, scoped_rollout_detail};
 pub use redact::{is_identifier, redact_field_path, redact_serde_message};
 pub use rollout_spec::{Approval, Gates, MAX_SELECTED_IDS, RolloutSpec, TenantSelector, WavePlan};
-pub use webhook::{TEST_EVENT_TYPE, WebhookEventType, WebhookEventTypeParseError};
+pub use webhook::{SMS_RISK_EVENT, TEST_EVENT_TYPE, WebhookEventType, WebhookEventTypeParseError};

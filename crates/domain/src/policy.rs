@@ -74,8 +74,10 @@ pub struct MethodsSpec {
     /// Microsoft Authenticator.
     #[serde(default)]
     pub authenticator: AuthenticatorSpec,
-    /// SMS one-time codes (default true).
-    #[serde(default = "yes")]
+    /// SMS one-time codes (default false: left as found). SMS and voice stop counting for
+    /// SSPR on 1 February 2027 unless the tenant has its own telecom provider (graph-facts
+    /// §11); a plan that turns SMS on carries a warning saying so.
+    #[serde(default)]
     pub sms: bool,
     /// Email one-time codes (default true).
     #[serde(default = "yes")]
@@ -90,7 +92,7 @@ impl Default for MethodsSpec {
     fn default() -> Self {
         Self {
             authenticator: AuthenticatorSpec::default(),
-            sms: true,
+            sms: false,
             email: true,
             security_questions: false,
         }
@@ -386,7 +388,9 @@ mod tests {
             serde_json::json!({"pilot_group": {"name": "SSPR pilot", "members": ["a@contoso.com"]}}),
         );
         assert!(fields(&p).is_empty());
-        assert!(p.methods.authenticator.enabled && p.methods.sms && p.methods.email);
+        assert!(p.methods.authenticator.enabled && p.methods.email);
+        // SMS stops counting for SSPR on 1 February 2027: left as found unless asked for.
+        assert!(!p.methods.sms);
         assert!(!p.methods.security_questions);
         assert_eq!((p.methods_required, p.register_at_sign_in, p.reconfirm_days), (2, true, 180));
         assert_eq!(p.scope_mode, ScopeMode::Manual);

@@ -93,6 +93,10 @@ pub struct Gates {
     /// Minimum share of pilot users registered for SSPR (`isSsprRegistered`), in percent.
     #[serde(default)]
     pub min_registered_percent: u8,
+    /// Minimum share of pilot users who can reset without a phone method (SMS and voice stop
+    /// counting on 1 February 2027), in percent.
+    #[serde(default)]
+    pub min_capable_without_phone_percent: u8,
     /// Minimum self-service resets by pilot users seen in the audit log.
     #[serde(default)]
     pub min_pilot_resets: u32,
@@ -110,6 +114,7 @@ impl Default for Gates {
         Self {
             soak_minutes: 0,
             min_registered_percent: 0,
+            min_capable_without_phone_percent: 0,
             min_pilot_resets: 0,
             approval: Approval::None,
             deadline_hours: default_deadline_hours(),
@@ -223,6 +228,13 @@ impl RolloutSpec {
             p.push(FieldProblem::new("waves.failure_budget.percent", "out_of_range", "0 to 100"));
         }
         let g = &self.gates;
+        if g.min_capable_without_phone_percent > 100 {
+            p.push(FieldProblem::new(
+                "gates.min_capable_without_phone_percent",
+                "out_of_range",
+                "0 to 100",
+            ));
+        }
         if g.min_registered_percent > 100 {
             p.push(FieldProblem::new("gates.min_registered_percent", "out_of_range", "0 to 100"));
         }
@@ -278,7 +290,7 @@ mod tests {
             "name": " ",
             "selector": {"tenant_ids": ["nope"]},
             "waves": {"canary": {"kind": "first", "count": 0}, "batches": {"kind": "percent", "percent": 0}, "max_in_flight": 0, "failure_budget": {"kind": "percent", "percent": 120}},
-            "gates": {"min_registered_percent": 101, "soak_minutes": 600, "deadline_hours": 2},
+            "gates": {"min_registered_percent": 101, "min_capable_without_phone_percent": 101, "soak_minutes": 600, "deadline_hours": 2},
             "policy": {"methods": {"security_questions": true}, "pilot_group": {"name": "p", "members": ["x@y.z"]}},
         }));
         let got = codes(&s);
@@ -289,6 +301,7 @@ mod tests {
             ("waves.batches.percent", "out_of_range"),
             ("waves.max_in_flight", "out_of_range"),
             ("waves.failure_budget.percent", "out_of_range"),
+            ("gates.min_capable_without_phone_percent", "out_of_range"),
             ("gates.min_registered_percent", "out_of_range"),
             ("gates.deadline_hours", "shorter_than_soak"),
             ("policy.methods.security_questions", "not_allowed"),

@@ -7,6 +7,9 @@ use std::{fmt, str::FromStr};
 /// test goes to the one subscription it was asked for.
 pub const TEST_EVENT_TYPE: &str = "webhook.test";
 
+/// The kind of the tenant history entry that stands for [`WebhookEventType::TenantSmsRisk`].
+pub const SMS_RISK_EVENT: &str = "sms_risk";
+
 /// An event a webhook subscription can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WebhookEventType {
@@ -19,6 +22,9 @@ pub enum WebhookEventType {
     TenantCompleted,
     /// A tenant failed (a step's attempts were spent, a gate deadline passed, ...).
     TenantFailed,
+    /// A tenant passed preflight with users who can reset only thanks to SMS or voice, which
+    /// stop counting on 1 February 2027 (the counts are in the detail).
+    TenantSmsRisk,
     /// A rollout was paused, by an operator or because its failure budget was exceeded.
     RolloutPaused,
     /// A rollout finished its last wave.
@@ -32,11 +38,12 @@ pub struct WebhookEventTypeParseError;
 
 impl WebhookEventType {
     /// Every event type, in documentation order.
-    pub const ALL: [WebhookEventType; 6] = [
+    pub const ALL: [WebhookEventType; 7] = [
         WebhookEventType::TenantBlocked,
         WebhookEventType::TenantGateWaitingApproval,
         WebhookEventType::TenantCompleted,
         WebhookEventType::TenantFailed,
+        WebhookEventType::TenantSmsRisk,
         WebhookEventType::RolloutPaused,
         WebhookEventType::RolloutCompleted,
     ];
@@ -48,6 +55,7 @@ impl WebhookEventType {
             WebhookEventType::TenantGateWaitingApproval => "tenant.gate_waiting_approval",
             WebhookEventType::TenantCompleted => "tenant.completed",
             WebhookEventType::TenantFailed => "tenant.failed",
+            WebhookEventType::TenantSmsRisk => "tenant.sms_risk",
             WebhookEventType::RolloutPaused => "rollout.paused",
             WebhookEventType::RolloutCompleted => "rollout.completed",
         }
@@ -73,6 +81,9 @@ impl WebhookEventType {
         waiting_for: Option<&str>,
     ) -> Option<Self> {
         if tenant {
+            if kind == SMS_RISK_EVENT {
+                return Some(WebhookEventType::TenantSmsRisk);
+            }
             if kind == "waiting" {
                 let approval = waiting_for.is_some_and(|w| w.contains("approval"));
                 return (to_state == Some("gate") && approval)
@@ -140,6 +151,8 @@ mod tests {
         assert_eq!(map("paused", false, Some("paused"), None), Some(W::RolloutPaused));
         assert_eq!(map("completed", false, Some("completed"), None), Some(W::RolloutCompleted));
         assert_eq!(map("resumed", false, Some("running"), None), None);
+        assert_eq!(map(SMS_RISK_EVENT, true, None, None), Some(W::TenantSmsRisk));
+        assert_eq!(map(SMS_RISK_EVENT, false, None, None), None);
         // A tenant paused with its rollout is not a rollout event.
         assert_eq!(map("paused", true, Some("paused"), None), None);
         assert!(W::TenantBlocked.is_tenant_event());

@@ -9,7 +9,10 @@ mod graph_state;
 pub mod plan;
 
 pub use engine::{CreateOutcome, Engine, EngineSettings, OpError, RollbackScope};
-pub use plan::{Plan, PlanError, PlannedStep, Planner, TenantPlan};
+pub use plan::{
+    Advisory, Plan, PlanError, PlannedStep, Planner, SMS_VOICE_RETIREMENT, TenantPlan,
+    sms_voice_advisory,
+};
 
 /// The description sspr-fleet gives the scope groups it creates. A group with the pilot group's
 /// name is reused only if it carries this (or the rollout names its id): sspr-fleet never takes

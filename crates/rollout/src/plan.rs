@@ -67,6 +67,58 @@ pub struct Blocker {
     pub message: String,
 }
 
+/// Something the people running a rollout should know that does not stop it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Advisory {
+    /// Stable code: `sms_voice_retirement` (a tenant's users who can reset today only thanks
+    /// to a phone method), `sms_stops_counting` (the policy turns SMS on).
+    pub code: String,
+    /// For people.
+    pub message: String,
+    /// The figures behind it.
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+/// The day Microsoft-provided SMS and voice stop counting for SSPR (graph-facts §11).
+pub const SMS_VOICE_RETIREMENT: &str = "2027-02-01";
+
+/// The advisory for a tenant whose last readiness report (its stored `figures`) shows users
+/// who can reset only thanks to a phone method; `None` when there are none or no figures.
+pub fn sms_voice_advisory(figures: &Value) -> Option<Advisory> {
+    let count = |population: &str, field: &str| figures[population][field].as_u64();
+    let dependent = count("all", "phone_dependent").filter(|n| *n > 0)?;
+    let mut by_population = serde_json::Map::new();
+    for population in ["members", "guests", "admins", "non_admins"] {
+        by_population.insert(population.into(), json!(count(population, "phone_dependent")));
+    }
+    Some(Advisory {
+        code: "sms_voice_retirement".into(),
+        message: format!(
+            "{dependent} users can reset their password today only thanks to SMS or voice, which stop counting on {SMS_VOICE_RETIREMENT}: have them register Microsoft Authenticator or another non-phone method (the registration campaign does this), or give the tenant a telecom provider"
+        ),
+        detail: json!({
+            "phone_dependent": dependent,
+            "sspr_capable": count("all", "sspr_capable"),
+            "capable_without_phone": count("all", "capable_without_phone"),
+            "phone_dependent_by_population": by_population,
+            "methods_required": figures["methods_required"],
+            "retirement_date": SMS_VOICE_RETIREMENT,
+        }),
+    })
+}
+
+/// The warning for a policy that turns SMS on.
+fn sms_warning(spec: &RolloutSpec) -> Option<Advisory> {
+    spec.policy.methods.sms.then(|| Advisory {
+        code: "sms_stops_counting".into(),
+        message: format!(
+            "the policy turns SMS on: SMS and voice stop counting for self-service password reset on {SMS_VOICE_RETIREMENT} unless a tenant has its own telecom provider; users relying on it will not be able to reset"
+        ),
+        detail: json!({"retirement_date": SMS_VOICE_RETIREMENT}),
+    })
+}
+
 /// What the rollout would do in one tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TenantPlan {
@@ -82,6 +134,9 @@ pub struct TenantPlan {
     pub blocker: Option<Blocker>,
     /// The steps, in order (empty when blocked before any Graph read).
     pub steps: Vec<PlannedStep>,
+    /// What does not block it but should be acted on (`sms_voice_retirement`), from the
+    /// tenant's last readiness report.
+    pub advisories: Vec<Advisory>,
 }
 
 /// The plan of a whole rollout.
@@ -97,6 +152,8 @@ pub struct Plan {
     pub blocked: usize,
     /// Ids in the selector that name no active tenant within the caller's reach.
     pub not_found: Vec<String>,
+    /// What the spec itself should reconsider (`sms_stops_counting`).
+    pub warnings: Vec<Advisory>,
 }
 
 /// Makes plans.
@@ -275,7 +332,8 @@ impl Planner {
         plans.sort_by_key(|(i, p)| (p.wave, *i));
         let tenants: Vec<TenantPlan> = plans.into_iter().map(|(_, p)| p).collect();
         let blocked = tenants.iter().filter(|t| t.blocker.is_some()).count();
-        Ok(Plan { waves, ready: tenants.len() - blocked, blocked, tenants, not_found })
+        let warnings = sms_warning(spec).into_iter().collect();
+        Ok(Plan { waves, ready: tenants.len() - blocked, blocked, tenants, not_found, warnings })
     }
 
     /// Plans one tenant.
@@ -292,7 +350,16 @@ impl Planner {
             status: "ready".into(),
             blocker: None,
             steps: Vec::new(),
+            advisories: Vec::new(),
         };
+        match self.registry.store().sspr_report(&tenant.id).await {
+            Ok(report) => plan
+                .advisories
+                .extend(report.and_then(|r| r.figures).as_ref().and_then(sms_voice_advisory)),
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.id, error = %e, "cannot read the readiness report for the plan")
+            }
+        }
         match self.steps(tenant, spec).await {
             Ok(steps) => plan.steps = steps,
             Err((b, steps)) => {
@@ -686,4 +753,31 @@ fn coverage_step(
         summary,
         json!({"member_users": c.users, "now": c.enabled, "after_pilot": after_pilot, "after_all": c.users}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sms_advisory_carries_the_stored_counts_and_only_when_someone_depends_on_phone() {
+        let figures = json!({
+            "all": {"sspr_capable": 40, "capable_without_phone": 31, "phone_dependent": 9},
+            "members": {"phone_dependent": 8}, "guests": {"phone_dependent": 0},
+            "admins": {"phone_dependent": 1}, "non_admins": {"phone_dependent": 8},
+            "methods_required": {"value": 2, "source": "inferred"},
+        });
+        let a = sms_voice_advisory(&figures).unwrap();
+        assert_eq!(a.code, "sms_voice_retirement");
+        assert_eq!(a.detail["phone_dependent"], 9);
+        assert_eq!(a.detail["capable_without_phone"], 31);
+        assert_eq!(a.detail["phone_dependent_by_population"]["admins"], 1);
+        assert_eq!(a.detail["methods_required"]["source"], "inferred");
+        assert!(a.message.contains("9 users"), "{}", a.message);
+        let none =
+            json!({"all": {"sspr_capable": 40, "capable_without_phone": 40, "phone_dependent": 0}});
+        assert_eq!(sms_voice_advisory(&none), None);
+        // Figures stored before the retirement figures existed: no advisory, no guess.
+        assert_eq!(sms_voice_advisory(&json!({"all": {"sspr_capable": 40}})), None);
+    }
 }

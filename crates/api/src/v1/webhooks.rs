@@ -67,8 +67,8 @@ pub struct CreateWebhook {
     #[serde(default)]
     pub description: Option<String>,
     /// The event types to receive, at least one: `tenant.blocked`,
-    /// `tenant.gate_waiting_approval`, `tenant.completed`, `tenant.failed`, `rollout.paused`,
-    /// `rollout.completed`.
+    /// `tenant.gate_waiting_approval`, `tenant.completed`, `tenant.failed`, `tenant.sms_risk`,
+    /// `rollout.paused`, `rollout.completed`.
     #[schema(example = json!(["tenant.blocked", "tenant.gate_waiting_approval"]))]
     pub event_types: Vec<String>,
     /// Whether it receives events (default `true`).

@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
+use sspr_domain::reset_methods::enough_without_phone;
 use sspr_domain::{
     Approval, RolloutId, RolloutSpec, ScopeMode, SnapshotId, TaskId, TenantId,
     methods_plan::{MethodChange, MethodKey, Stage, plan_campaign, plan_methods},
@@ -117,6 +118,17 @@ fn fail(code: &str, message: impl Into<String>) -> Outcome {
 
 fn next(to: TenantState, kind: &'static str, detail: Value) -> Outcome {
     Outcome::Next { to, kind, detail, gate_entered: false }
+}
+
+/// What a gate or verification reads of one pilot user.
+#[derive(Debug, Clone, Copy, Default)]
+struct PilotDetail {
+    /// `isSsprEnabled`.
+    enabled: bool,
+    /// `isSsprRegistered`.
+    registered: bool,
+    /// `isSsprCapable`, and still so once phone methods stop counting (1 February 2027).
+    capable_without_phone: bool,
 }
 
 /// Everything a step works with.
@@ -322,14 +334,16 @@ impl Engine {
 
 impl Ctx<'_> {
     async fn run(&self, state: TenantState) -> StepResult {
+        // Each step's future is boxed: inline, the largest (preflight plans the tenant) would
+        // size every job's future.
         match state {
-            TenantState::Preflight => self.preflight().await,
+            TenantState::Preflight => Box::pin(self.preflight()).await,
             TenantState::Ready => Ok(next(TenantState::PilotApplying, "pilot_started", json!({}))),
-            TenantState::PilotApplying => self.pilot_apply().await,
-            TenantState::PilotVerifying => self.pilot_verify().await,
-            TenantState::Gate => self.gate().await,
-            TenantState::AllApplying => self.all_apply().await,
-            TenantState::AllVerifying => self.all_verify().await,
+            TenantState::PilotApplying => Box::pin(self.pilot_apply()).await,
+            TenantState::PilotVerifying => Box::pin(self.pilot_verify()).await,
+            TenantState::Gate => Box::pin(self.gate()).await,
+            TenantState::AllApplying => Box::pin(self.all_apply()).await,
+            TenantState::AllVerifying => Box::pin(self.all_verify()).await,
             _ => Ok(fail("no_step", format!("no step runs in state {}", state.as_str()))),
         }
     }
@@ -403,12 +417,27 @@ impl Ctx<'_> {
             }
             return Ok(block(&b.code, b.message));
         }
+        // Users who can reset only thanks to SMS or voice: one entry (and webhook) per
+        // preflight, so that a PSA can open a ticket for the customer.
+        for advisory in plan.advisories.iter().filter(|a| a.code == "sms_voice_retirement") {
+            let event = sspr_store::NewEvent {
+                tenant_id: Some(self.rt.tenant_id.clone()),
+                at: self.now(),
+                actor: crate::engine::ENGINE_ACTOR.into(),
+                kind: sspr_domain::SMS_RISK_EVENT.into(),
+                from_state: None,
+                to_state: None,
+                detail: json!({"message": advisory.message, "figures": advisory.detail}),
+            };
+            self.engine.store().append_rollout_event(&self.rollout_id, event).await?;
+        }
         Ok(next(
             TenantState::Ready,
             "preflight_passed",
             json!({
                 "licence": tenant.licence.as_str(),
                 "advisories": report.advisories,
+                "sms_voice": plan.advisories,
                 "plan": plan.steps,
             }),
         ))
@@ -759,17 +788,27 @@ impl Ctx<'_> {
     }
 
     /// Reads each pilot user's registration details; `None` when the tenant has no P1/P2.
-    async fn pilot_details(&self, users: &[User]) -> Result<Option<Vec<(bool, bool)>>, StepError> {
+    async fn pilot_details(&self, users: &[User]) -> Result<Option<Vec<PilotDetail>>, StepError> {
         if !premium(&self.tenant) {
             return Ok(None);
         }
+        let required = self.spec.policy.methods_required;
         let mut out = Vec::new();
         for u in users {
             match self.g().registration_details_of(&self.gt, &u.id).await {
-                Ok(d) => out.push((d.is_sspr_enabled, d.is_sspr_registered)),
+                Ok(d) => out.push(PilotDetail {
+                    enabled: d.is_sspr_enabled,
+                    registered: d.is_sspr_registered,
+                    capable_without_phone: d.is_sspr_capable
+                        && enough_without_phone(
+                            &d.methods_registered,
+                            required,
+                            d.is_admin == Some(true),
+                        ),
+                }),
                 Err(e) if non_premium(&e) => return Ok(None),
-                // Not in the report yet: counts as neither.
-                Err(e) if e.status() == Some(404) => out.push((false, false)),
+                // Not in the report yet: counts as none of them.
+                Err(e) if e.status() == Some(404) => out.push(PilotDetail::default()),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -818,7 +857,7 @@ impl Ctx<'_> {
                     json!("not readable without Entra ID P1/P2: attestation and read-back only");
             }
             Some(d) => {
-                let enabled = d.iter().filter(|(e, _)| *e).count();
+                let enabled = d.iter().filter(|p| p.enabled).count();
                 if enabled < d.len() {
                     return self.wait_or_fail("pilot_users_sspr_enabled", "scope_not_enabled");
                 }
@@ -872,23 +911,33 @@ impl Ctx<'_> {
             unmet.push("soak");
         }
         let approved = self.rt.approved_at.is_some();
-        if gates.min_registered_percent > 0 || gates.min_pilot_resets > 0 {
+        let without_phone = gates.min_capable_without_phone_percent;
+        if gates.min_registered_percent > 0 || gates.min_pilot_resets > 0 || without_phone > 0 {
             let users = match self.pilot_users().await? {
                 Ok(u) => u,
                 Err(o) => return Ok(o),
             };
-            if gates.min_registered_percent > 0 {
+            if gates.min_registered_percent > 0 || without_phone > 0 {
                 match self.pilot_details(&users).await? {
                     Some(d) if !d.is_empty() => {
-                        let registered = d.iter().filter(|(_, r)| *r).count();
-                        let pct = registered * 100 / d.len();
-                        evidence["pilot_registered_percent"] = json!(pct);
-                        if pct < usize::from(gates.min_registered_percent) {
-                            unmet.push("pilot_registrations");
+                        let share = |n: usize| n * 100 / d.len();
+                        if gates.min_registered_percent > 0 {
+                            let pct = share(d.iter().filter(|p| p.registered).count());
+                            evidence["pilot_registered_percent"] = json!(pct);
+                            if pct < usize::from(gates.min_registered_percent) {
+                                unmet.push("pilot_registrations");
+                            }
+                        }
+                        if without_phone > 0 {
+                            let pct = share(d.iter().filter(|p| p.capable_without_phone).count());
+                            evidence["pilot_capable_without_phone_percent"] = json!(pct);
+                            if pct < usize::from(without_phone) {
+                                unmet.push("pilot_capable_without_phone");
+                            }
                         }
                     }
                     Some(_) => {}
-                    // Without P1/P2 the share cannot be read: an approval stands in for it.
+                    // Without P1/P2 the shares cannot be read: an approval stands in for them.
                     None if approved => {
                         evidence["pilot_registered_percent"] =
                             json!("unreadable; approved instead");
