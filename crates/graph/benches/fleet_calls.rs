@@ -84,7 +84,9 @@ async fn run(count: u32, concurrency: usize, sim_scale: f64) {
                 ok += u32::from(client.subscribed_skus(&tenant).await.is_ok());
                 ok += u32::from(client.methods_policy(&tenant).await.is_ok());
                 ok += u32::from(client.authorization_policy(&tenant).await.is_ok());
-                let _ = client.users_registered_by_feature(&tenant).await;
+                let _ = client
+                    .users_registered_by_feature(&tenant, sspr_graph::ReportPriority::Normal)
+                    .await;
                 ok += u32::from(client.groups_named(&tenant, "SSPR pilot").await.is_ok());
                 ok
             })

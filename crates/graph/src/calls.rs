@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    GraphClient, GraphConfig, GraphError, MemberAdd, PagingProblem, Tenant,
+    GraphClient, GraphConfig, GraphError, MemberAdd, PagingProblem, ReportPriority, Tenant,
     client::{Call, Reply},
     types::{
         AuthenticationMethodsPolicy, AuthorizationPolicy, Collection, DirectoryAudit, Group,
@@ -199,12 +199,40 @@ impl GraphClient {
         tenant: &Tenant,
         path: String,
         endpoint: &'static str,
+        page: impl FnMut(Vec<T>),
+    ) -> Result<(), GraphError> {
+        self.pages(tenant, path, endpoint, None, page).await
+    }
+
+    /// One read of the reporting APIs, paced by the report limiter at `priority`.
+    async fn get_report<T: DeserializeOwned>(
+        &self,
+        tenant: &Tenant,
+        path: String,
+        endpoint: &'static str,
+        priority: ReportPriority,
+    ) -> Result<T, GraphError> {
+        let call = Call::new(Method::GET, path, endpoint).report(priority);
+        decode(self.send(tenant, call).await?, endpoint)
+    }
+
+    /// Reads every page of a collection; each page is a report read of `report`'s priority
+    /// when given.
+    async fn pages<T: DeserializeOwned>(
+        &self,
+        tenant: &Tenant,
+        path: String,
+        endpoint: &'static str,
+        report: Option<ReportPriority>,
         mut page: impl FnMut(Vec<T>),
     ) -> Result<(), GraphError> {
         let mut pager = Pager::new(self.config(), endpoint);
         let mut next = Some(path);
         while let Some(path) = next.take() {
-            let collection: Collection<T> = self.get(tenant, path, endpoint).await?;
+            let collection: Collection<T> = match report {
+                Some(priority) => self.get_report(tenant, path, endpoint, priority).await?,
+                None => self.get(tenant, path, endpoint).await?,
+            };
             next = pager.follow(collection.next_link)?;
             page(collection.value);
         }
@@ -638,78 +666,93 @@ impl GraphClient {
         }
     }
 
-    /// Every user's registration details, page by page (memory bounded by one page).
+    /// Every user's registration details, page by page (memory bounded by one page). Each page
+    /// is a report read of `priority` (the reporting APIs' limits: 5 per 10 s per tenant).
     pub async fn registration_details(
         &self,
         tenant: &Tenant,
+        priority: ReportPriority,
         page: impl FnMut(Vec<UserRegistrationDetails>),
     ) -> Result<(), GraphError> {
-        self.for_each_page(
+        self.pages(
             tenant,
             "/reports/authenticationMethods/userRegistrationDetails".into(),
             "GET /reports/authenticationMethods/userRegistrationDetails",
+            Some(priority),
             page,
         )
         .await
     }
 
-    /// One user's registration details.
+    /// One user's registration details (a report read of `priority`).
     pub async fn registration_details_of(
         &self,
         tenant: &Tenant,
         user_id: &str,
+        priority: ReportPriority,
     ) -> Result<UserRegistrationDetails, GraphError> {
-        self.get(
+        self.get_report(
             tenant,
             format!("/reports/authenticationMethods/userRegistrationDetails/{user_id}"),
             "GET /reports/authenticationMethods/userRegistrationDetails/{id}",
+            priority,
         )
         .await
     }
 
-    /// Counts by feature (`ssprEnabled`, `ssprCapable`, ...) over all users.
+    /// Counts by feature (`ssprEnabled`, `ssprCapable`, ...) over all users (a report read of
+    /// `priority`).
     pub async fn users_registered_by_feature(
         &self,
         tenant: &Tenant,
+        priority: ReportPriority,
     ) -> Result<UserRegistrationFeatureSummary, GraphError> {
-        self.users_registered_by_feature_in(tenant, ReportPopulation::ALL).await
+        self.users_registered_by_feature_in(tenant, ReportPopulation::ALL, priority).await
     }
 
-    /// Counts by feature over the users of `population`.
+    /// Counts by feature over the users of `population` (a report read of `priority`).
     pub async fn users_registered_by_feature_in(
         &self,
         tenant: &Tenant,
         population: ReportPopulation,
+        priority: ReportPriority,
     ) -> Result<UserRegistrationFeatureSummary, GraphError> {
-        self.get(
+        self.get_report(
             tenant,
             format!(
                 "/reports/authenticationMethods/usersRegisteredByFeature{}",
                 population.arguments()
             ),
             "GET /reports/authenticationMethods/usersRegisteredByFeature",
+            priority,
         )
         .await
     }
 
-    /// SSPR audit events of one activity since a time, newest first.
+    /// SSPR audit events of one activity since a time, newest first; each page a report read
+    /// of `priority`.
     pub async fn directory_audits(
         &self,
         tenant: &Tenant,
         activity: &str,
         since: chrono::DateTime<chrono::Utc>,
+        priority: ReportPriority,
     ) -> Result<Vec<DirectoryAudit>, GraphError> {
         let filter = format!(
             "activityDisplayName eq {} and activityDateTime ge {}",
             literal(activity),
             since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
-        self.get_all(
+        let mut all = Vec::new();
+        self.pages(
             tenant,
             format!("/auditLogs/directoryAudits?$filter={}", encode(&filter)),
             "GET /auditLogs/directoryAudits",
+            Some(priority),
+            |items| all.extend(items),
         )
-        .await
+        .await?;
+        Ok(all)
     }
 
     /// Sends up to 20 requests as one `$batch`, retrying items answered 429 or 503 (and their
@@ -778,6 +821,9 @@ impl GraphClient {
             // The longest Retry-After Graph gave an item binds the tenant's next request
             // whether or not the items are retried here: `send` has held the tenant for it.
             let mut wait = Duration::ZERO;
+            // Report items' 429s hold report reads only (`send` put that hold in place): the
+            // tenant is not held for them, this batch just waits before its next round.
+            let mut report_wait = Duration::ZERO;
             let mut retry_ids = Vec::new();
             for r in &responses {
                 let id = r["id"].as_str().unwrap_or("").to_owned();
@@ -785,11 +831,13 @@ impl GraphClient {
                 let retryable = matches!(status, 429 | 503 | 504)
                     || (status == 404 && self.recently_created(refs));
                 if retryable {
-                    let after = crate::client::item_retry_after(r);
-                    wait = wait
-                        .max(after.unwrap_or_else(|| {
-                            Duration::from_millis(500 * 2u64.pow(round.min(6)))
-                        }));
+                    let after = crate::client::item_retry_after(r)
+                        .unwrap_or_else(|| Duration::from_millis(500 * 2u64.pow(round.min(6))));
+                    if status == 429 && crate::client::is_report_item_throttled(r) {
+                        report_wait = report_wait.max(after);
+                    } else {
+                        wait = wait.max(after);
+                    }
                     retry_ids.push(id.clone());
                 }
                 done.insert(id.clone(), BatchOutcome { id, status, body: r.get("body").cloned() });
@@ -807,10 +855,15 @@ impl GraphClient {
             if next.is_empty() {
                 break;
             }
-            if round >= cfg.retry.max_attempts || started.elapsed() + wait > cfg.retry.budget {
+            if round >= cfg.retry.max_attempts
+                || started.elapsed() + wait.max(report_wait) > cfg.retry.budget
+            {
                 break;
             }
             self.block_tenant(&tenant.id, wait);
+            if report_wait > wait {
+                tokio::time::sleep(report_wait).await;
+            }
             pending = next;
         }
         Ok(done.into_values().collect())

@@ -19,6 +19,10 @@ use crate::{
     breaker::Breakers,
     limits::{Charge, Limits},
     metrics::Metrics,
+    report_limits::{
+        REPORT_MARGIN, REPORT_WINDOW, REPORTS_PER_APP, REPORTS_PER_TENANT, ReportGrant,
+        ReportLimits, ReportPriority,
+    },
     token::{AccessToken, TokenCache, TokenInfo},
 };
 
@@ -50,6 +54,9 @@ pub(crate) struct Call {
     /// What the request costs against the limits, when not its own method and path (a
     /// `$batch` costs its items).
     pub(crate) charge: Option<Charge>,
+    /// A read of the reporting APIs, with its priority: paced by the report limiter instead of
+    /// resource units, and held only by report 429s.
+    pub(crate) report: Option<ReportPriority>,
 }
 
 impl Call {
@@ -62,7 +69,14 @@ impl Call {
             refs: Vec::new(),
             refs_in_path: false,
             charge: None,
+            report: None,
         }
+    }
+
+    /// Marks the call as a report read of `priority`.
+    pub(crate) fn report(mut self, priority: ReportPriority) -> Self {
+        self.report = Some(priority);
+        self
     }
 
     /// Charges the request as `charge` instead of by its own method and path.
@@ -155,6 +169,17 @@ fn batch_throttling(body: Option<&Value>) -> Vec<(Option<Duration>, Option<Strin
         .collect()
 }
 
+/// Whether a `$batch` item's 429 came from the reporting APIs' limits (its scope is
+/// `<kind>/Read/...`).
+pub(crate) fn is_report_item_throttled(item: &Value) -> bool {
+    item["headers"].as_object().is_some_and(|h| {
+        h.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("x-ms-throttle-scope")
+                && v.as_str().and_then(report_scope).is_some()
+        })
+    })
+}
+
 /// The `Retry-After` header of one `$batch` item (seconds, as a string or a number).
 pub(crate) fn item_retry_after(item: &Value) -> Option<Duration> {
     item["headers"]
@@ -173,6 +198,17 @@ fn app_scope(scope: &str) -> Option<bool> {
         return None;
     }
     Some(parts.next().is_some_and(|kind| kind.eq_ignore_ascii_case("Write")))
+}
+
+/// Whether a throttling scope is one of the reporting APIs' buckets (`<kind>/Read/...`), and
+/// whether it is the app's (`Application/Read/<app>/`) rather than a tenant's.
+fn report_scope(scope: &str) -> Option<bool> {
+    let mut parts = scope.split('/');
+    let kind = parts.next()?;
+    parts
+        .next()
+        .filter(|access| access.eq_ignore_ascii_case("Read"))
+        .map(|_| kind.eq_ignore_ascii_case("Application"))
 }
 
 /// Reads `Retry-After` (seconds or an HTTP date).
@@ -222,6 +258,7 @@ struct Inner {
     cfg: GraphConfig,
     tokens: TokenCache,
     limits: Limits,
+    reports: ReportLimits,
     breakers: Breakers,
     metrics: Metrics,
     created: Mutex<HashMap<String, Instant>>,
@@ -246,6 +283,8 @@ enum Attempt {
     Retry {
         error: GraphError,
         wait: Duration,
+        /// `attempt` already put a hold for `wait` in place (on the tenant, or for a report
+        /// 429 on its report reads) that the retry waits for, so `send` does not sleep.
         block_tenant: bool,
     },
     /// A new object is not visible yet: retried while it is within the replication window.
@@ -261,12 +300,19 @@ impl GraphClient {
     pub fn new(cfg: GraphConfig) -> Result<Self, GraphError> {
         let http = http_client(cfg.connect_timeout)?;
         let limits = Limits::new(&cfg);
+        let reports = ReportLimits::new(
+            REPORTS_PER_TENANT * cfg.limits_scale,
+            REPORTS_PER_APP * cfg.report_share * cfg.limits_scale,
+            REPORT_WINDOW,
+            REPORT_MARGIN,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
                 cfg,
                 tokens: TokenCache::default(),
                 limits,
+                reports,
                 breakers: Breakers::default(),
                 metrics: Metrics::default(),
                 created: Mutex::new(HashMap::new()),
@@ -449,6 +495,7 @@ impl GraphClient {
             // With `block_tenant`, `attempt` has already held the whole tenant for `wait`
             // (before giving its slot back), whether or not this call retries: a Retry-After
             // binds the tenant's next call too, and this retry passes the gate only after it.
+            // (A report 429 holds only the report limiter, which the retry passes first.)
             // Replication delay is retried for as long as the object is new (the replication
             // window); other failures for a number of attempts; both within the time budget.
             let out_of_attempts = !replicating && attempt >= cfg.retry.max_attempts;
@@ -466,9 +513,39 @@ impl GraphClient {
         }
     }
 
+    /// A report read's turn: its budget from the report limiter (by priority), then the
+    /// tenant's slot. The budget is taken before the slot, so a read waiting for budget never
+    /// keeps the tenant's other calls out; if a report 429 arrived in between, the budget is
+    /// given back and the read waits again.
+    async fn report_turn(
+        &self,
+        tenant: &Tenant,
+        priority: ReportPriority,
+    ) -> (tokio::sync::OwnedSemaphorePermit, ReportGrant) {
+        let app = tenant.credential.client_id();
+        let reports = &self.inner.reports;
+        loop {
+            let asked = tokio::time::Instant::now();
+            let grant = reports.acquire(app, &tenant.id, priority).await;
+            self.inner.metrics.report_wait(priority.as_str(), asked.elapsed());
+            let slot = self.inner.limits.tenant_slot(&tenant.id).await;
+            if !reports.held(app, &tenant.id) {
+                return (slot, grant);
+            }
+            drop(slot);
+            reports.give_back(grant);
+        }
+    }
+
     async fn attempt(&self, tenant: &Tenant, call: &Call, attempt: u32) -> Attempt {
         let cfg = &self.inner.cfg;
-        let slot = self.inner.limits.tenant_slot(&tenant.id).await;
+        let (slot, grant) = match call.report {
+            Some(priority) => {
+                let (slot, grant) = self.report_turn(tenant, priority).await;
+                (slot, Some(grant))
+            }
+            None => (self.inner.limits.tenant_slot(&tenant.id).await, None),
+        };
         let token = match self.token(tenant).await {
             Ok(t) => t,
             Err(e) if e.is_transient() => {
@@ -493,11 +570,19 @@ impl GraphClient {
         } else {
             format!("{}/v1.0{}", cfg.graph_url, call.path)
         };
-        let charge = call.charge.unwrap_or_else(|| charge_of(&call.method, &call.path));
+        // A report read costs no resource units: the report limiter paced it.
+        let charge = if call.report.is_some() {
+            Charge { resource_units: 0, writes: 0 }
+        } else {
+            call.charge.unwrap_or_else(|| charge_of(&call.method, &call.path))
+        };
         let app = tenant.credential.client_id();
         // Held until this function returns: every hold a `Retry-After` puts on the tenant is
         // in place before its next request can take the slot.
         let _permits = self.inner.limits.ready(app, &tenant.id, tenant.size, charge, slot).await;
+        if let Some(grant) = &grant {
+            self.inner.reports.sent(grant);
+        }
         let client_request_id = uuid::Uuid::new_v4().to_string();
         let span = tracing::info_span!(
             "graph.call",
@@ -515,6 +600,9 @@ impl GraphClient {
             .bearer_auth(&*token.value)
             .header("client-request-id", &client_request_id)
             .header("return-client-request-id", "true");
+        if let Some(priority) = call.report.and_then(ReportPriority::header) {
+            request = request.header("x-ms-throttle-priority", priority);
+        }
         if let Some(body) = &call.body {
             request = request.json(body);
         }
@@ -563,6 +651,11 @@ impl GraphClient {
                 let mut told = Duration::ZERO;
                 for (after, scope) in batch_throttling(body.as_ref()) {
                     let after = after.unwrap_or_default();
+                    // A report item's 429 holds report reads only.
+                    if let Some(whole_app) = scope.as_deref().and_then(report_scope) {
+                        self.hold_reports(app, &tenant.id, whole_app, after);
+                        continue;
+                    }
                     told = told.max(after);
                     if let Some(writes_only) = scope.as_deref().and_then(app_scope) {
                         self.inner.limits.block_app(app, Instant::now() + after, writes_only);
@@ -590,6 +683,18 @@ impl GraphClient {
             client_request_id,
             retry_after: after,
         };
+        if status == 429 && call.report.is_some() {
+            // The reporting APIs' own limits: only report reads wait (the tenant's, or the
+            // app's in every tenant), never writes or identity reads. The hold is in place
+            // before the slot is given back; the retry waits for it in the report limiter.
+            let wait = after.unwrap_or_else(|| self.backoff(attempt));
+            let whole_app = headers
+                .get("x-ms-throttle-scope")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|scope| scope.split('/').next() == Some("Application"));
+            self.hold_reports(app, &tenant.id, whole_app, wait);
+            return Attempt::Retry { error, wait, block_tenant: true };
+        }
         if status == 429
             && let Some(writes_only) =
                 headers.get("x-ms-throttle-scope").and_then(|v| v.to_str().ok()).and_then(app_scope)
@@ -621,6 +726,16 @@ impl GraphClient {
         }
     }
 
+    /// Holds report reads for `wait`: the tenant's, or the app's in every tenant.
+    fn hold_reports(&self, app: &str, tenant: &str, whole_app: bool, wait: Duration) {
+        let until = tokio::time::Instant::now() + wait;
+        if whole_app {
+            self.inner.reports.hold_app(app, until);
+        } else {
+            self.inner.reports.hold_tenant(app, tenant, until);
+        }
+    }
+
     /// A retry after `wait` that holds the whole tenant for it. Called by `attempt` while it
     /// still holds the tenant's slot, so the hold is in place before the tenant's next request
     /// can take the slot.
@@ -641,6 +756,15 @@ mod tests {
         assert_eq!(cost(&Method::GET, "/subscribedSkus"), (3, false));
         assert_eq!(cost(&Method::GET, "/groups/x/members?$top=10"), (2, false));
         assert_eq!(cost(&Method::PATCH, "/policies/authenticationMethodsPolicy"), (1, true));
+    }
+
+    #[test]
+    fn report_scopes_are_recognised() {
+        assert_eq!(report_scope("Tenant_Application/Read/app/tenant"), Some(false));
+        assert_eq!(report_scope("Application/Read/app/"), Some(true));
+        assert_eq!(report_scope("Tenant_Application/ReadWrite/app/tenant"), None);
+        assert_eq!(report_scope("Application/Write/app/"), None);
+        assert_eq!(report_scope(""), None);
     }
 
     #[test]

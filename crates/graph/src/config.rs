@@ -100,6 +100,12 @@ pub struct GraphConfig {
     /// minutes per app) this process uses. They are this app's alone, shared only by its own
     /// replicas: with N replicas of one app registration, 1/N of this each.
     pub app_share: f64,
+    /// Share of the reporting APIs' app-wide limit (122 report reads per 10 s per app across
+    /// all tenants; `/reports/**`, `/auditLogs/**`) this process uses. Like `app_share`, the
+    /// limit is this app's alone, shared only by its own replicas: with N replicas that read
+    /// reports, 0.9 / N each. The per-tenant reporting limit (5 per 10 s per app and tenant)
+    /// is used whole.
+    pub report_share: f64,
     /// Scales every documented limit (1.0 = Microsoft's numbers; tests use smaller ones).
     pub limits_scale: f64,
     /// How members are added to groups.
@@ -136,6 +142,7 @@ impl Default for GraphConfig {
             per_tenant_concurrency: 1,
             rate_share: 0.5,
             app_share: 0.9,
+            report_share: 0.9,
             member_add: MemberAdd::Bind,
             limits_scale: 1.0,
             retry: RetryPolicy::default(),

@@ -16,6 +16,7 @@ mod error;
 mod limits;
 mod metrics;
 pub mod portal;
+mod report_limits;
 mod token;
 pub mod types;
 
@@ -25,10 +26,13 @@ pub use client::{GraphClient, Tenant};
 pub use config::{GraphConfig, MAX_PAGES, MemberAdd, RetryPolicy, SizeClass};
 pub use credentials::{Credential, CredentialError};
 pub use error::{GraphError, PagingProblem};
-pub use metrics::{EndpointStats, LATENCY_BUCKETS_MS, MetricsSnapshot};
+pub use metrics::{
+    EndpointStats, LATENCY_BUCKETS_MS, MetricsSnapshot, ReportWaits, is_report_endpoint,
+};
 pub use portal::{
     DEFAULT_PORTAL_URL, Enablement, PORTAL_RESOURCE, PortalClient, PortalConfig, PortalSspr,
     PortalToken, portal_policy_body,
 };
+pub use report_limits::ReportPriority;
 pub use token::TokenInfo;
 pub use types::ALL_MEMBERS_RULE;

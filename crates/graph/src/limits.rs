@@ -179,6 +179,11 @@ impl Limits {
                 _ => break,
             }
         }
+        if charge.resource_units == 0 && !write {
+            // A report read: paced by the report limiter, not by resource units.
+            let global = acquire(self.global.clone()).await;
+            return Permits { _tenant: tenant_slot, _global: global };
+        }
         let slowed = self
             .gates
             .lock()

@@ -41,6 +41,26 @@ impl EndpointStats {
 pub const LATENCY_BUCKETS_MS: [f64; 8] =
     [10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0, f64::INFINITY];
 
+/// Whether an endpoint template is a read of the reporting APIs (`GET /reports/...`,
+/// `GET /auditLogs/...`), which have limits of their own.
+pub fn is_report_endpoint(endpoint: &str) -> bool {
+    endpoint.strip_prefix("GET /").is_some_and(|path| {
+        let first = path.split(['/', '?']).next().unwrap_or("");
+        first.eq_ignore_ascii_case("reports") || first.eq_ignore_ascii_case("auditLogs")
+    })
+}
+
+/// Waits of report reads for their budget, of one priority.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportWaits {
+    /// Report reads let through (each attempt counts).
+    pub reads: u64,
+    /// Reads that had to wait (a millisecond or more) for budget or a report hold.
+    pub waited: u64,
+    /// Sum of the waits, in milliseconds.
+    pub wait_ms_sum: f64,
+}
+
 /// Every counter, by endpoint template.
 #[derive(Debug, Clone, Default)]
 pub struct MetricsSnapshot {
@@ -48,9 +68,21 @@ pub struct MetricsSnapshot {
     pub by_endpoint: BTreeMap<&'static str, EndpointStats>,
     /// Token requests sent, by tenant.
     pub token_requests: BTreeMap<String, u64>,
+    /// Waits of report reads in the report limiter, by priority (`high`, `normal`, `low`).
+    pub report_waits: BTreeMap<&'static str, ReportWaits>,
 }
 
 impl MetricsSnapshot {
+    /// The counters of the report endpoints only (their `calls` are report reads sent, their
+    /// `throttled` report 429s).
+    pub fn reports(&self) -> BTreeMap<&'static str, EndpointStats> {
+        self.by_endpoint
+            .iter()
+            .filter(|(e, _)| is_report_endpoint(e))
+            .map(|(e, s)| (*e, s.clone()))
+            .collect()
+    }
+
     /// Counters summed over every endpoint.
     pub fn total(&self) -> EndpointStats {
         let mut t = EndpointStats::default();
@@ -91,11 +123,50 @@ impl Metrics {
         s.latency_buckets[bucket] += 1;
     }
 
+    pub(crate) fn report_wait(&self, priority: &'static str, waited: std::time::Duration) {
+        let mut m = self.inner.lock();
+        let w = m.report_waits.entry(priority).or_default();
+        w.reads += 1;
+        // Under a millisecond is the queue's own bookkeeping, not a wait for budget.
+        if waited >= std::time::Duration::from_millis(1) {
+            w.waited += 1;
+            w.wait_ms_sum += waited.as_secs_f64() * 1000.0;
+        }
+    }
+
     pub(crate) fn token_request(&self, tenant: &str) {
         *self.inner.lock().token_requests.entry(tenant.to_owned()).or_default() += 1;
     }
 
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
         self.inner.lock().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_endpoints_are_told_apart() {
+        assert!(is_report_endpoint("GET /reports/authenticationMethods/userRegistrationDetails"));
+        assert!(is_report_endpoint("GET /auditLogs/directoryAudits"));
+        assert!(!is_report_endpoint("GET /groups/{id}/members"));
+        assert!(!is_report_endpoint("POST /$batch"));
+        let m = Metrics::default();
+        m.record("GET /auditLogs/directoryAudits", Some(429), 1.0, false);
+        m.record("GET /auditLogs/directoryAudits", Some(200), 1.0, true);
+        m.record("GET /groups/{id}", Some(200), 1.0, false);
+        m.report_wait("low", std::time::Duration::from_millis(1500));
+        m.report_wait("low", std::time::Duration::ZERO);
+        let snap = m.snapshot();
+        let reports = snap.reports();
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports["GET /auditLogs/directoryAudits"].calls, 2);
+        assert_eq!(reports["GET /auditLogs/directoryAudits"].throttled, 1);
+        assert_eq!(
+            snap.report_waits["low"],
+            ReportWaits { reads: 2, waited: 1, wait_ms_sum: 1500.0 }
+        );
     }
 }

@@ -7,7 +7,8 @@ use std::{sync::Arc, time::Duration};
 use secrecy::SecretString;
 use sspr_graph::{
     ALL_MEMBERS_RULE, AddMember, BatchItem, BreakerPolicy, Credential, GraphClient, GraphConfig,
-    GraphError, MemberAdd, PortalClient, PortalConfig, PortalSspr, RetryPolicy, SizeClass, Tenant,
+    GraphError, MemberAdd, PortalClient, PortalConfig, PortalSspr, ReportPriority, RetryPolicy,
+    SizeClass, Tenant,
     portal::Enablement,
     portal_policy_body,
     types::{NewSecurityGroup, User},
@@ -22,13 +23,17 @@ const B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
 const NO_CONSENT: &str = "cccccccc-0000-4000-8000-000000000003";
 const STANDARD: &str = "dddddddd-0000-4000-8000-000000000004";
 
-fn scenario(time_speed: f64) -> String {
+/// The fleet; with `reports`, the simulator's reporting buckets are on (most tests freeze the
+/// clock and read reports more than 5 times a tenant, so they leave them off).
+fn scenario_with(time_speed: f64, reports: bool) -> String {
     format!(
         r#"
 seed = 5
 [settings]
 time_speed = {time_speed}
 page_size = 7
+[settings.throttle]
+reports = {reports}
 [[tenants]]
 id = "{A}"
 name = "Alpha"
@@ -55,6 +60,10 @@ licence = "business_standard"
     )
 }
 
+fn scenario(time_speed: f64) -> String {
+    scenario_with(time_speed, false)
+}
+
 struct Env {
     sim: GraphSim,
     _running: RunningSim,
@@ -62,7 +71,11 @@ struct Env {
 }
 
 async fn env(time_speed: f64, tweak: impl FnOnce(&mut GraphConfig)) -> Env {
-    let sim = GraphSim::from_scenario(&Scenario::parse(&scenario(time_speed)).unwrap()).unwrap();
+    env_of(&scenario(time_speed), tweak).await
+}
+
+async fn env_of(scenario: &str, tweak: impl FnOnce(&mut GraphConfig)) -> Env {
+    let sim = GraphSim::from_scenario(&Scenario::parse(scenario).unwrap()).unwrap();
     let running = sim.serve(std::net::TcpListener::bind("127.0.0.1:0").unwrap()).unwrap();
     let mut cfg = GraphConfig::new(running.base_url(), running.base_url());
     cfg.retry = RetryPolicy {
@@ -324,7 +337,8 @@ async fn a_tenant_that_keeps_failing_is_set_aside_without_affecting_others() {
 
 #[tokio::test]
 async fn typed_calls_read_and_write_the_sspr_surface() {
-    let e = env(0.0, |_| {}).await;
+    // Six report reads of one tenant: the client's report budget doubled, so none waits.
+    let e = env(0.0, |c| c.limits_scale = 2.0).await;
     let t = tenant(A);
     let policy = e.client.methods_policy(&t).await.unwrap();
     assert!(
@@ -349,14 +363,14 @@ async fn typed_calls_read_and_write_the_sspr_surface() {
     let mut seen = 0;
     let mut pages = 0;
     e.client
-        .registration_details(&t, |page| {
+        .registration_details(&t, ReportPriority::Low, |page| {
             pages += 1;
             seen += page.len();
         })
         .await
         .unwrap();
     assert_eq!((seen, pages), (30, 5), "30 users in pages of 7");
-    let summary = e.client.users_registered_by_feature(&t).await.unwrap();
+    let summary = e.client.users_registered_by_feature(&t, ReportPriority::Normal).await.unwrap();
     assert_eq!(summary.total_user_count, 30);
     assert!(e.client.groups_named(&t, "no such group").await.unwrap().is_empty());
 }
@@ -584,9 +598,12 @@ async fn the_portal_client_reads_and_writes_the_legacy_policy() {
     assert_eq!(stored["enablementType"], 1);
     assert_eq!(stored["passwordResetEnabledGroupIds"], serde_json::json!([group.id]));
     assert_eq!(stored["numberOfQuestionsToRegister"], current["numberOfQuestionsToRegister"]);
-    let details = e.client.registration_details_of(&t, &pilot.id).await.unwrap();
+    let details =
+        e.client.registration_details_of(&t, &pilot.id, ReportPriority::High).await.unwrap();
     assert!(details.is_sspr_enabled);
-    assert!(!e.client.registration_details_of(&t, &other.id).await.unwrap().is_sspr_enabled);
+    let other =
+        e.client.registration_details_of(&t, &other.id, ReportPriority::High).await.unwrap();
+    assert!(!other.is_sspr_enabled);
 
     // The portal's refusals are typed; nothing changes.
     let mut bad = portal_policy_body(&stored, &desired);
@@ -680,4 +697,49 @@ async fn members_go_one_reference_each_when_configured() {
     assert_eq!(writes.len(), 30);
     assert!(writes.iter().all(|w| w.method == "POST" && w.path.ends_with("/members/$ref")));
     assert_eq!(e.client.group_members(&t, &group).await.unwrap().len(), 30);
+}
+
+#[tokio::test]
+async fn a_report_429_holds_the_tenants_report_reads_but_not_its_writes_or_identity_reads() {
+    // The simulator's reporting buckets on, its clock frozen; the client thinks it may read 10
+    // reports a tenant per window (twice the real limit), so the 6th read meets Graph's 429.
+    let e = env_of(&scenario_with(0.0, true), |c| {
+        c.limits_scale = 2.0;
+        c.retry.max_attempts = 1;
+    })
+    .await;
+    let (a, b) = (tenant(A), tenant(B));
+    for _ in 0..5 {
+        e.client.users_registered_by_feature(&a, ReportPriority::Low).await.unwrap();
+    }
+    let err = e.client.users_registered_by_feature(&a, ReportPriority::High).await.unwrap_err();
+    assert_eq!(err.status(), Some(429), "{err}");
+    let GraphError::Graph { retry_after: Some(hold), .. } = &err else {
+        panic!("a 429 with a Retry-After: {err}")
+    };
+    let hold = *hold;
+    assert!(hold >= Duration::from_secs(1), "{hold:?}");
+    let held_at = std::time::Instant::now();
+    // Identity reads and writes of the tenant, and another tenant's reports, go at once.
+    assert!(e.client.groups_named(&a, "none such").await.unwrap().is_empty());
+    let group = e
+        .client
+        .create_security_group(&a, &NewSecurityGroup::new("Report hold", "reporthold"))
+        .await
+        .unwrap();
+    assert!(!group.id.is_empty());
+    e.client.users_registered_by_feature(&b, ReportPriority::Low).await.unwrap();
+    assert!(held_at.elapsed() < hold, "nothing above waited for the report hold");
+    assert!(e.client.blocked_until(A).is_none(), "the tenant's calls are not held");
+    // The tenant's next report read waits for the Retry-After (the simulator's window is over
+    // by then on its clock), so it is not early.
+    e.sim.clock().advance(chrono::TimeDelta::seconds(10));
+    e.client.users_registered_by_feature(&a, ReportPriority::High).await.unwrap();
+    assert!(held_at.elapsed() >= hold - Duration::from_millis(50));
+    let stats = e.sim.stats(A).unwrap();
+    assert_eq!((stats.throttled, stats.early_requests), (1, 0), "{stats:?}");
+    let reports = e.client.metrics().reports();
+    let by_feature = &reports["GET /reports/authenticationMethods/usersRegisteredByFeature"];
+    assert_eq!((by_feature.calls, by_feature.throttled), (8, 1));
+    assert!(!reports.contains_key("GET /groups"));
 }

@@ -11,7 +11,8 @@ use std::{
 
 use secrecy::SecretString;
 use sspr_graph::{
-    Credential, GraphClient, GraphConfig, GraphError, PagingProblem, SizeClass, Tenant,
+    Credential, GraphClient, GraphConfig, GraphError, PagingProblem, ReportPriority, SizeClass,
+    Tenant,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -26,6 +27,8 @@ const SECRET: &str = "the-client-secret-that-must-stay-home";
 struct Seen {
     method: String,
     target: String,
+    /// The request line and headers.
+    head: String,
     body: String,
 }
 
@@ -110,6 +113,7 @@ async fn read_request(mut stream: TcpStream) -> Option<(TcpStream, Seen)> {
     let seen = Seen {
         method: parts.next()?.to_owned(),
         target: parts.next()?.to_owned(),
+        head: head.clone(),
         body: String::from_utf8_lossy(&buf[head_end..]).into_owned(),
     };
     Some((stream, seen))
@@ -260,4 +264,94 @@ async fn a_paging_link_to_another_host_is_refused_and_gets_nothing() {
     let result = within(client(&graph.base, 10).for_each_user(&tenant(), None, "id", |_| {})).await;
     assert_eq!(paging_problem(result), PagingProblem::ForeignHost);
     assert!(elsewhere.seen().is_empty(), "{:?}", elsewhere.seen());
+}
+
+fn tenant_of(id: &str) -> Tenant {
+    Tenant { id: id.to_owned(), ..tenant() }
+}
+
+/// The `x-ms-throttle-priority` header of a request, if it has one.
+fn priority_header(seen: &Seen) -> Option<String> {
+    seen.head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("x-ms-throttle-priority").then(|| v.trim().to_owned())
+    })
+}
+
+fn feature_summary() -> Answer {
+    ok(
+        serde_json::json!({"totalUserCount": 1, "userRegistrationFeatureCounts": [], "userRoles": "all", "userTypes": "all"}),
+    )
+}
+
+#[tokio::test]
+async fn low_priority_report_reads_say_so_and_nothing_else_does() {
+    let server = Server::start(|seen, _| {
+        if is_token(seen) {
+            token()
+        } else if seen.target.contains("/reports/") {
+            feature_summary()
+        } else {
+            ok(serde_json::json!({"value": []}))
+        }
+    })
+    .await;
+    let c = client(&server.base, 10);
+    let t = tenant();
+    c.users_registered_by_feature(&t, ReportPriority::Low).await.unwrap();
+    c.users_registered_by_feature(&t, ReportPriority::High).await.unwrap();
+    c.groups_named(&t, "x").await.unwrap();
+    let graph: Vec<Seen> = server.seen().into_iter().filter(|s| !is_token(s)).collect();
+    let headers: Vec<Option<String>> = graph.iter().map(priority_header).collect();
+    assert_eq!(headers, vec![Some("low".to_owned()), None, None]);
+}
+
+#[tokio::test]
+async fn an_app_scoped_report_429_holds_every_tenants_report_reads_and_nothing_else() {
+    // The first report read is answered 429 scoped to the app; everything else 200.
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let server = Server::start(move |seen, _| {
+        if is_token(seen) {
+            token()
+        } else if seen.target.contains("/reports/") {
+            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                (
+                    429,
+                    vec![
+                        ("retry-after".to_owned(), "1".to_owned()),
+                        (
+                            "x-ms-throttle-scope".to_owned(),
+                            "Application/Read/11111111-0000-4000-8000-000000000001/".to_owned(),
+                        ),
+                    ],
+                    r#"{"error":{"code":"TooManyRequests","message":"Please retry again later."}}"#
+                        .to_owned(),
+                )
+            } else {
+                feature_summary()
+            }
+        } else {
+            ok(serde_json::json!({"value": []}))
+        }
+    })
+    .await;
+    let mut cfg = GraphConfig::new(&server.base, &server.base);
+    cfg.retry.max_attempts = 1;
+    let c = GraphClient::new(cfg).unwrap();
+    let (a, b) = (tenant(), tenant_of("bbbbbbbb-0000-4000-8000-000000000002"));
+    let err = c.users_registered_by_feature(&a, ReportPriority::High).await.unwrap_err();
+    assert_eq!(err.status(), Some(429));
+    let held_at = std::time::Instant::now();
+    // Identity reads of both tenants are not held...
+    c.groups_named(&a, "x").await.unwrap();
+    c.groups_named(&b, "x").await.unwrap();
+    assert!(held_at.elapsed() < Duration::from_millis(900));
+    // ...another tenant's report read is, for the Retry-After.
+    c.users_registered_by_feature(&b, ReportPriority::High).await.unwrap();
+    assert!(held_at.elapsed() >= Duration::from_millis(950), "{:?}", held_at.elapsed());
+    let m = c.metrics();
+    let reads = &m.reports()["GET /reports/authenticationMethods/usersRegisteredByFeature"];
+    assert_eq!((reads.calls, reads.throttled), (2, 1));
+    assert_eq!(m.report_waits["high"].reads, 2);
+    assert_eq!(m.report_waits["high"].waited, 1);
 }

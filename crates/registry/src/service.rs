@@ -538,7 +538,7 @@ impl Registry {
             g.subscribed_skus(t),
             g.methods_policy(t),
             g.authorization_policy(t),
-            g.users_registered_by_feature(t),
+            g.users_registered_by_feature(t, sspr_graph::ReportPriority::Normal),
         );
         Facts {
             checked_at,

@@ -827,7 +827,9 @@ impl Reports {
                 let read = self
                     .inner
                     .graph
-                    .registration_details(&graph_tenant, |page| aggregator.add_page(page))
+                    .registration_details(&graph_tenant, sspr_graph::ReportPriority::Low, |page| {
+                        aggregator.add_page(page)
+                    })
                     .await;
                 match read {
                     Ok(()) => (Ok(()), false),

@@ -25,6 +25,10 @@ use sspr_queue::{Job, JobDone, JobError, JobFuture, JobHandler};
 use sspr_registry::failure_code;
 use sspr_store::{Rollout, RolloutTenant, Snapshot, StoreError, Task, Tenant, TenantStatus};
 
+/// Report reads of a rollout (verification, gates) go before onboarding and scheduled
+/// readiness refreshes when Graph's reporting budget is short.
+const HIGH: sspr_graph::ReportPriority = sspr_graph::ReportPriority::High;
+
 use super::{ENGINE_ACTOR, Engine, STEP_KIND, StepPayload, later, update_to};
 use crate::{
     SCOPE_GROUP_DESCRIPTION,
@@ -480,7 +484,7 @@ impl Ctx<'_> {
         }
         match self
             .g()
-            .users_registered_by_feature_in(&self.gt, ReportPopulation::MEMBER_USERS)
+            .users_registered_by_feature_in(&self.gt, ReportPopulation::MEMBER_USERS, HIGH)
             .await
         {
             Ok(u) => Ok(Coverage::of(&u)),
@@ -508,7 +512,7 @@ impl Ctx<'_> {
         if partial {
             let mut n = 0;
             for u in users {
-                match self.g().registration_details_of(&self.gt, &u.id).await {
+                match self.g().registration_details_of(&self.gt, &u.id, HIGH).await {
                     Ok(d) if governed_and_enabled(&d) => n += 1,
                     Ok(_) => {}
                     Err(e) if e.status() == Some(404) => {}
@@ -795,7 +799,7 @@ impl Ctx<'_> {
         let required = self.spec.policy.methods_required;
         let mut out = Vec::new();
         for u in users {
-            match self.g().registration_details_of(&self.gt, &u.id).await {
+            match self.g().registration_details_of(&self.gt, &u.id, HIGH).await {
                 Ok(d) => out.push(PilotDetail {
                     enabled: d.is_sspr_enabled,
                     registered: d.is_sspr_registered,
@@ -950,7 +954,11 @@ impl Ctx<'_> {
                     users.iter().map(|u| u.id.to_ascii_lowercase()).collect();
                 let pilot_start = self.pilot_started().await?.unwrap_or(since);
                 let audits = if premium(&self.tenant) {
-                    match self.g().directory_audits(&self.gt, RESET_ACTIVITY, pilot_start).await {
+                    match self
+                        .g()
+                        .directory_audits(&self.gt, RESET_ACTIVITY, pilot_start, HIGH)
+                        .await
+                    {
                         Ok(a) => Some(a),
                         Err(e) if non_premium(&e) => None,
                         Err(e) => return Err(e.into()),
