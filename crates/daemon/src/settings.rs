@@ -170,6 +170,9 @@ pub struct GraphSection {
     pub rate_share: f64,
     /// Share of the documented app-wide limits this process uses.
     pub app_share: f64,
+    /// Share of the reporting APIs' app-wide limit (122 report reads per 10 s per app) this
+    /// process uses.
+    pub report_share: f64,
     /// How members are added to groups.
     pub member_add: sspr_graph::MemberAdd,
     /// Request timeout, in seconds.
@@ -373,6 +376,12 @@ impl Settings {
         if !(self.graph.app_share > 0.0 && self.graph.app_share <= 1.0) {
             return Err(SettingsError::new("graph.app_share", "must be more than 0 and at most 1"));
         }
+        if !(self.graph.report_share > 0.0 && self.graph.report_share <= 1.0) {
+            return Err(SettingsError::new(
+                "graph.report_share",
+                "must be more than 0 and at most 1",
+            ));
+        }
         if self.graph.max_concurrency == 0 || self.graph.per_tenant_concurrency == 0 {
             return Err(SettingsError::new(
                 "graph.max_concurrency",
@@ -484,6 +493,7 @@ impl Settings {
         cfg.per_tenant_concurrency = self.graph.per_tenant_concurrency;
         cfg.rate_share = self.graph.rate_share;
         cfg.app_share = self.graph.app_share;
+        cfg.report_share = self.graph.report_share;
         cfg.member_add = self.graph.member_add;
         cfg.request_timeout = Duration::from_secs(self.graph.request_timeout_secs.max(1));
         cfg
