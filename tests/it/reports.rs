@@ -475,3 +475,166 @@ async fn bad_input_gets_problems_never_500() {
     let accepted = admin.post_json("/v1/reports/sspr:refresh", &body, 202).await;
     assert_eq!(accepted["tenants"], 1);
 }
+
+/// Capable users without phone and phone-dependent ones, counted here from the simulator's
+/// users by the rule of graph-facts §11, for (all, admins, non-admins, members, guests):
+/// the methods that count for SSPR without `mobilePhone`/`officePhone`/`alternateMobilePhone`,
+/// Authenticator notification and code as one, security questions not for administrators,
+/// at least 2 for administrators and `required` for everyone else.
+fn phone_truth(users: &[sspr_graph_sim::UserRegistration], required: u64) -> [(u64, u64); 5] {
+    let mut out = [(0, 0); 5];
+    for u in users.iter().filter(|u| u.is_sspr_capable) {
+        let has = |m: &str| u.methods_registered.iter().any(|n| n == m);
+        let authenticator = has("microsoftAuthenticatorPush") || has("softwareOneTimePasscode");
+        let question = has("securityQuestion") && !u.is_admin;
+        let without_phone =
+            u64::from(authenticator) + u64::from(has("email")) + u64::from(question);
+        let need = if u.is_admin { 2 } else { required };
+        let ok = without_phone >= need;
+        let slots = [0, if u.is_admin { 1 } else { 2 }, if u.is_guest { 4 } else { 3 }];
+        for s in slots {
+            if ok {
+                out[s].0 += 1;
+            } else {
+                out[s].1 += 1;
+            }
+        }
+    }
+    out
+}
+
+const POPULATIONS: [&str; 5] = ["all", "admins", "non_admins", "members", "guests"];
+
+fn phone_figures(figures: &Value) -> [(u64, u64); 5] {
+    POPULATIONS.map(|p| {
+        let n =
+            |k: &str| figures[p][k].as_u64().unwrap_or_else(|| panic!("no {p}.{k} in {figures}"));
+        (n("capable_without_phone"), n("phone_dependent"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_dependence_matches_the_simulator_with_one_and_two_methods_required() {
+    // Two premium tenants whose legacy policy requires 1 and 2 methods, with phone-only and
+    // phone-mixed members, administrators and guests; every method allowed for SSPR.
+    let mut s = String::from(
+        "seed = 23\n[settings]\ntime_speed = 0.0\n[settings.throttle]\nreports = false\n",
+    );
+    for (i, required) in [1, 2].iter().enumerate() {
+        s.push_str(&format!(
+            "[[tenants]]\nid = \"{}\"\nname = \"Report {i}\"\ndomain = \"r{i}.onmicrosoft.com\"\n\
+             users = 300\nadmins = 12\nguests = 30\nlicence = \"p1\"\n\
+             mfa_registered_share = 0.5\nphone_only_share = 0.2\nphone_mixed_share = 0.3\n\
+             methods = {{ sms = \"enabled\", voice = \"enabled\", email = \"enabled\", \
+             microsoftAuthenticator = \"enabled\", softwareOath = \"enabled\" }}\n\
+             legacy = {{ enablement = \"all\", methods_required = {required} }}\n",
+            entra(i)
+        ));
+    }
+    let env = [
+        ("SSPR_FLEET_REPORTING__SCHEDULED_REFRESH", "false"),
+        ("SSPR_FLEET_ENGINE__IDLE_POLL_MS", "50"),
+    ];
+    let (app, sim) = spawn_app_with_sim(&s, &env).await;
+    let admin = app.client_with(&app.admin_key().await);
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let body = json!({
+            "entra_tenant": entra(i), "display_name": format!("Report {i}"),
+            "credentials": {"kind": "client_secret", "client_id": DEFAULT_CLIENT_ID, "client_secret": DEFAULT_CLIENT_SECRET},
+        });
+        let t = admin.post_json("/v1/tenants", &body, 201).await;
+        ids.push(t["id"].as_str().unwrap().to_owned());
+    }
+    admin.post_empty_raw("/v1/reports/sspr:refresh").await.expect_status(202);
+
+    let mut fleet_truth = [(0, 0); 5];
+    let mut reports = Vec::new();
+    for (i, required) in [1u64, 2].into_iter().enumerate() {
+        let report = wait_report(&admin, &ids[i], |r| r["status"] != "pending").await;
+        assert_eq!(report["status"], "ok", "{report}");
+        let users = sim.sim.user_registrations(&entra(i)).unwrap();
+        let expected = phone_truth(&users, required);
+        // The data exercises every case: phone-dependent and phone-free members, capable
+        // admins, guests (never SSPR-enabled by the users' setting in the simulator, so never
+        // capable: their figures must be 0, not their registrations), and a methods-required
+        // value that changes the figures.
+        assert!(expected[3].0 > 0 && expected[3].1 > 0, "tenant {i}: {expected:?}");
+        assert!(
+            expected[1].0 > 0 && expected[1].1 > 0,
+            "capable admins in tenant {i}: {expected:?}"
+        );
+        let guests = users.iter().filter(|u| u.is_guest).count() as u64;
+        assert!(guests > 0, "guests in tenant {i}");
+        assert_eq!(report["figures"]["guests"]["users"], guests);
+        let figures = &report["figures"];
+        assert_eq!(phone_figures(figures), expected, "tenant {i} (required {required}): {figures}");
+        for p in POPULATIONS {
+            let f = &figures[p];
+            assert_eq!(
+                f["capable_without_phone"].as_u64().unwrap()
+                    + f["phone_dependent"].as_u64().unwrap(),
+                f["sspr_capable"].as_u64().unwrap(),
+                "{p}: {f}"
+            );
+        }
+        // Nothing attested, no rollout: inferred from one-method users.
+        assert_eq!(
+            figures["methods_required"],
+            json!({"value": required, "source": "inferred"}),
+            "tenant {i}"
+        );
+        for (sum, part) in fleet_truth.iter_mut().zip(expected) {
+            sum.0 += part.0;
+            sum.1 += part.1;
+        }
+        reports.push(report);
+    }
+    // With 2 required, some members who would be fine with 1 depend on a phone.
+    let two = sim.sim.user_registrations(&entra(1)).unwrap();
+    assert_ne!(phone_truth(&two, 2)[2], phone_truth(&two, 1)[2], "the rule matters here");
+
+    // Fleet totals sum the counts and say how many tenants used each value.
+    let fleet = admin.get("/v1/reports/sspr", 200).await;
+    let totals = &fleet["totals"];
+    assert_eq!(phone_figures(&totals["figures"]), fleet_truth, "{totals}");
+    assert_eq!(totals["tenants_by_methods_required"], json!({"1": 1, "2": 1}));
+    assert!(totals["figures"]["methods_required"].is_null());
+
+    // CSV carries the same figures as JSON.
+    let (header, rows) = csv_rows(&get_csv(&admin, "/v1/reports/sspr").await);
+    for col in [
+        "methods_required",
+        "methods_required_source",
+        "phone_dependent",
+        "guests_capable_without_phone",
+    ] {
+        assert!(header.iter().any(|h| h == col), "no {col} in {header:?}");
+    }
+    for report in &reports {
+        let id = report["tenant_id"].as_str().unwrap();
+        let row = rows.iter().find(|r| r["tenant_id"] == id).expect("a CSV row per tenant");
+        let f = &report["figures"];
+        assert_eq!(row["methods_required"], f["methods_required"]["value"].to_string());
+        assert_eq!(row["methods_required_source"], "inferred");
+        for p in POPULATIONS {
+            let prefix = if p == "all" { String::new() } else { format!("{p}_") };
+            for k in ["capable_without_phone", "phone_dependent"] {
+                assert_eq!(row[&format!("{prefix}{k}")], f[p][k].to_string(), "{p}.{k}");
+            }
+        }
+    }
+
+    // /metrics shows the fleet figures.
+    let metrics = admin
+        .send(admin.request(sspr_fleet_tests::reqwest::Method::GET, "/metrics"))
+        .await
+        .expect_status(200)
+        .text();
+    for (figure, n) in
+        [("capable_without_phone", fleet_truth[0].0), ("phone_dependent", fleet_truth[0].1)]
+    {
+        let line = format!("sspr_fleet_sspr_users{{figure=\"{figure}\"}} {n}");
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+    }
+}

@@ -73,6 +73,8 @@ async fn metrics(state: web::Data<AppState>, caller: Caller) -> Result<HttpRespo
             ("sspr_enabled".to_owned(), c.sspr_enabled),
             ("sspr_registered".to_owned(), c.sspr_registered),
             ("sspr_capable".to_owned(), c.sspr_capable),
+            ("capable_without_phone".to_owned(), c.capable_without_phone),
+            ("phone_dependent".to_owned(), c.phone_dependent),
         ])
     });
     let input = MetricsInput {

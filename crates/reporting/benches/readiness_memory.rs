@@ -6,7 +6,9 @@
 //!
 //! * `baseline`: starts the runtime and the Graph client and gets a token, nothing more;
 //! * `streamed`: reads `userRegistrationDetails` page by page into the report's
-//!   [`Aggregator`] (what `Reports::refresh` does);
+//!   [`Aggregator`] (what `Reports::refresh` does), including the phone figures
+//!   (`capable_without_phone`, `phone_dependent`) counted for 1 and 2 methods required and
+//!   picked at the end: still counters only;
 //! * `naive`: collects every page into one `Vec` first, then counts it.
 //!
 //! Each child prints its peak resident set (`VmHWM` of `/proc/self/status`) and elapsed time.
@@ -56,7 +58,7 @@ fn child(mode: &str) {
     let url = std::env::var(URL_ENV).expect("the parent sets the simulator's URL");
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (users, pages, report_ms) = rt.block_on(async {
+    let (figures, pages, report_ms) = rt.block_on(async {
         // Memory, not pacing, is measured: the reporting APIs' limits (5 reads per 10 s a
         // tenant) are lifted here and in the simulator.
         let graph =
@@ -72,8 +74,8 @@ fn child(mode: &str) {
         };
         graph.probe_token(&tenant).await.unwrap();
         let report_started = Instant::now();
-        let (users, pages) = match mode {
-            "baseline" => (0, 0),
+        let (figures, pages) = match mode {
+            "baseline" => (None, 0),
             "streamed" => {
                 let mut agg = Aggregator::new();
                 graph
@@ -83,7 +85,7 @@ fn child(mode: &str) {
                     .await
                     .unwrap();
                 let (figures, pages) = agg.finish();
-                (figures.all.users, pages)
+                (Some(figures), pages)
             }
             "naive" => {
                 let mut all = Vec::new();
@@ -100,18 +102,23 @@ fn child(mode: &str) {
                     agg.add_user(user);
                 }
                 std::hint::black_box(&all);
-                (agg.finish().0.all.users, pages)
+                (Some(agg.finish().0), pages)
             }
             other => panic!("unknown mode {other}"),
         };
-        (users, pages, report_started.elapsed().as_secs_f64() * 1000.0)
+        (figures, pages, report_started.elapsed().as_secs_f64() * 1000.0)
     });
+    let all = figures.as_ref().map(|f| f.all).unwrap_or_default();
     let line = json!({
         "mode": mode,
         "peak_kib": status_kib("VmHWM:"),
         "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
         "report_ms": report_ms,
-        "users": users,
+        "users": all.users,
+        "sspr_capable": all.sspr_capable,
+        "capable_without_phone": all.capable_without_phone,
+        "phone_dependent": all.phone_dependent,
+        "methods_required": figures.and_then(|f| f.methods_required),
         "pages": pages,
     });
     println!("{line}");
@@ -131,7 +138,10 @@ fn parent() {
     let scenario = Scenario::parse(&format!(
         "seed = 5\n[settings]\ntime_speed = 0.0\n[settings.throttle]\nreports = false\n[[tenants]]\nid = \"{TENANT}\"\nname = \"Large\"\n\
          domain = \"large.onmicrosoft.com\"\nusers = {users}\nadmins = 20\nguests = 2000\n\
-         licence = \"e5\"\nmfa_registered_share = 0.5\nlegacy = {{ enablement = \"all\" }}\n"
+         licence = \"e5\"\nmfa_registered_share = 0.5\nphone_only_share = 0.2\n\
+         phone_mixed_share = 0.3\nmethods = {{ sms = \"enabled\", voice = \"enabled\", \
+         email = \"enabled\", microsoftAuthenticator = \"enabled\", softwareOath = \"enabled\" }}\n\
+         legacy = {{ enablement = \"all\", methods_required = 2 }}\n"
     ))
     .unwrap();
     let sim = GraphSim::from_scenario(&scenario).unwrap();
@@ -172,6 +182,16 @@ fn parent() {
     for r in &results[1..] {
         assert_eq!(r["users"].as_u64(), Some(u64::from(users)), "every user was read: {r}");
     }
+    for k in ["sspr_capable", "capable_without_phone", "phone_dependent", "methods_required"] {
+        assert_eq!(results[1][k], results[2][k], "streamed and naive agree on {k}");
+    }
+    println!(
+        "capable {}, of them without phone {}, phone-dependent {} (methods required {})",
+        results[1]["sspr_capable"],
+        results[1]["capable_without_phone"],
+        results[1]["phone_dependent"],
+        results[1]["methods_required"]
+    );
     println!();
     println!(
         "streamed report of {users} users: peak {streamed:.1} MiB ({}), naive {:.1} MiB",

@@ -13,7 +13,8 @@
 //!   template (never by tenant, to keep the series count bounded);
 //! - `webhook_deliveries{state}`: the delivery log, from the database;
 //! - `sspr_users{figure}` and `readiness_reports{status}`: the fleet's SSPR readiness from
-//!   the stored reports (users, enabled, registered, capable), from the database.
+//!   the stored reports (`users`, `sspr_enabled`, `sspr_registered`, `sspr_capable`,
+//!   `capable_without_phone`, `phone_dependent`), from the database.
 //!
 //! A key restricted to some tenants gets only the rollout, tenant and readiness gauges,
 //! counted within its tenants:
@@ -34,7 +35,8 @@ pub struct MetricsInput {
     /// Registered tenants per status.
     pub tenants: BTreeMap<String, u64>,
     /// Fleet SSPR readiness from the stored reports: users per figure (`users`,
-    /// `sspr_enabled`, `sspr_registered`, `sspr_capable`) and tenants per report status.
+    /// `sspr_enabled`, `sspr_registered`, `sspr_capable`, `capable_without_phone`,
+    /// `phone_dependent`) and tenants per report status.
     pub readiness: Option<(BTreeMap<String, u64>, BTreeMap<String, u64>)>,
     /// Process-wide series; `None` for restricted keys.
     pub process: Option<ProcessMetrics>,
@@ -257,7 +259,11 @@ mod tests {
             rollout_tenants: BTreeMap::from([("gate".into(), 5), ("completed".into(), 7)]),
             tenants: BTreeMap::from([("ready".into(), 9)]),
             readiness: Some((
-                BTreeMap::from([("users".into(), 120), ("sspr_registered".into(), 30)]),
+                BTreeMap::from([
+                    ("users".into(), 120),
+                    ("sspr_registered".into(), 30),
+                    ("phone_dependent".into(), 7),
+                ]),
                 BTreeMap::from([("ok".into(), 4)]),
             )),
             process: Some(ProcessMetrics {
@@ -292,6 +298,7 @@ mod tests {
             "sspr_fleet_graph_token_requests_total 4",
             "sspr_fleet_webhook_deliveries{state=\"failed\"} 1",
             "sspr_fleet_sspr_users{figure=\"sspr_registered\"} 30",
+            "sspr_fleet_sspr_users{figure=\"phone_dependent\"} 7",
             "sspr_fleet_readiness_reports{status=\"ok\"} 4",
             "# TYPE sspr_fleet_job_wait_seconds histogram",
         ] {

@@ -14,6 +14,7 @@
 //! (unique key `report:{tenant_id}`), so on-demand and scheduled refreshes coalesce.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
     time::{Duration, Instant},
@@ -22,7 +23,10 @@ use std::{
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sspr_domain::{Clock, JobId, TenantId};
+use sspr_domain::{
+    Clock, JobId, TenantId,
+    reset_methods::{RESET_METHODS, enough_without_phone},
+};
 use sspr_graph::{GraphClient, GraphError, types::UserRegistrationDetails};
 use sspr_queue::{Enqueuer, Job, JobDone, JobError, JobFuture, JobHandler, NewJob};
 use sspr_registry::{Registry, RegistryError};
@@ -215,22 +219,6 @@ impl ReadinessFigures {
     }
 }
 
-/// Methods of `methodsRegistered` that count for an SSPR reset (graph-facts §11): the
-/// Authenticator notification and its code, email, phone (SMS and voice on `mobilePhone` and
-/// `officePhone`) and security questions. Passkeys, FIDO2, Windows Hello, the Temporary
-/// Access Pass and `alternateMobilePhone` do not count.
-pub const SSPR_METHODS: [&str; 6] = [
-    "microsoftAuthenticatorPush",
-    "softwareOneTimePasscode",
-    "email",
-    "mobilePhone",
-    "officePhone",
-    "securityQuestion",
-];
-
-/// Phone methods (SMS and voice), retired for SSPR on 1 February 2027 (graph-facts §11).
-pub const PHONE_METHODS: [&str; 3] = ["mobilePhone", "officePhone", "alternateMobilePhone"];
-
 /// Where a tenant's [`MethodsRequired`] value comes from, in the order they are tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -284,29 +272,20 @@ fn valid_required(n: u8) -> Option<u8> {
     (1..=2).contains(&n).then_some(n)
 }
 
-/// What counts for SSPR among one user's registered methods.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Eligible {
-    /// Distinct eligible method names.
-    names: u8,
-    /// Methods as SSPR counts them, leaving out phone methods.
-    without_phone: u8,
-}
-
-/// What counts among `methods` for a user; security questions never count for
-/// administrators (their reset policy does not offer them).
-fn eligible(methods: &[String], admin: bool) -> Eligible {
-    let has = |m: &str| methods.iter().any(|n| n == m);
-    let question = !admin && has("securityQuestion");
-    let mut e = Eligible::default();
-    for m in SSPR_METHODS {
-        e.names += u8::from(has(m) && (m != "securityQuestion" || question));
-    }
-    let authenticator =
-        u8::from(has("microsoftAuthenticatorPush") || has("softwareOneTimePasscode"));
-    let others = u8::from(has("email")) + u8::from(question);
-    e.without_phone = authenticator + others;
-    e
+/// The registered methods that count for `u`'s reset, by the rule of
+/// [`sspr_domain::reset_methods`] (graph-facts §11), and how many distinct names of them there
+/// are. Security questions never count for administrators (their reset policy does not offer
+/// them), so they are left out of an administrator's list.
+fn counted_methods(u: &UserRegistrationDetails, admin: bool) -> (Cow<'_, [String]>, usize) {
+    let question = |m: &String| m.eq_ignore_ascii_case("securityQuestion");
+    let methods: Cow<'_, [String]> = if admin && u.methods_registered.iter().any(question) {
+        Cow::Owned(u.methods_registered.iter().filter(|m| !question(m)).cloned().collect())
+    } else {
+        Cow::Borrowed(&u.methods_registered)
+    };
+    let names =
+        RESET_METHODS.iter().filter(|r| methods.iter().any(|m| m.eq_ignore_ascii_case(r))).count();
+    (methods, names)
 }
 
 /// Population slots of [`Aggregator::without_phone`].
@@ -359,11 +338,11 @@ impl Aggregator {
                 f.count_method(name, 1);
             }
         }
-        let e = eligible(&u.methods_registered, admin);
+        let (methods, names) = counted_methods(u, admin);
         if u.is_sspr_capable {
             for (variant, required) in [1u8, 2].into_iter().enumerate() {
-                let required = if admin { 2 } else { required };
-                if e.without_phone >= required {
+                // Administrators need 2 whatever `required` is.
+                if enough_without_phone(&methods, required, admin) {
                     let population = if admin { ADMINS } else { NON_ADMINS };
                     let kind = if guest { GUESTS } else { MEMBERS };
                     for slot in [ALL, population, kind] {
@@ -374,7 +353,7 @@ impl Aggregator {
         }
         // Evidence of the tenant's setting: one method (by name, so that Authenticator
         // notification + code, counted as one or two, is no evidence either way).
-        if !admin && e.names == 1 {
+        if !admin && names == 1 {
             self.single_method[usize::from(!u.is_sspr_registered)] += 1;
         }
     }
