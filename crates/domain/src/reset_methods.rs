@@ -40,10 +40,19 @@ pub fn reset_method_count(registered: &[String], required: u8, with_phone: bool)
 }
 
 /// Whether a user with `registered` methods can still reset once phone methods stop counting:
-/// at least `required` other methods (administrators always need two, whatever the users'
-/// setting).
+/// at least `required` other methods. Administrators always need two, whatever the users'
+/// setting, and security questions never count for them (their reset policy does not offer
+/// them).
 pub fn enough_without_phone(registered: &[String], required: u8, is_admin: bool) -> bool {
-    let required = if is_admin { 2 } else { required.clamp(1, 2) };
+    if is_admin {
+        let without_questions: Vec<String> = registered
+            .iter()
+            .filter(|m| !m.eq_ignore_ascii_case("securityQuestion"))
+            .cloned()
+            .collect();
+        return reset_method_count(&without_questions, 2, false) >= 2;
+    }
+    let required = required.clamp(1, 2);
     reset_method_count(registered, required, false) >= required
 }
 
@@ -77,6 +86,8 @@ mod tests {
     fn administrators_always_need_two() {
         assert!(!enough_without_phone(&m(&["email"]), 1, true));
         assert!(enough_without_phone(&m(&["email", AUTHENTICATOR_PUSH]), 1, true));
+        assert!(!enough_without_phone(&m(&["email", "securityQuestion"]), 1, true));
+        assert!(enough_without_phone(&m(&["email", "securityQuestion"]), 2, false));
     }
 
     #[test]
