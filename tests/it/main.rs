@@ -15,6 +15,7 @@ mod live;
 mod narrowing;
 mod ops;
 mod reach;
+mod report_budget;
 mod reports;
 mod rollouts;
 mod shutdown;

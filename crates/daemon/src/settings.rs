@@ -132,8 +132,15 @@ pub struct EngineSection {
     pub lease_secs: u64,
     /// How often the queue is polled when idle, in milliseconds.
     pub idle_poll_ms: u64,
-    /// How often a waiting tenant (verification, gates) is checked again, in milliseconds.
+    /// The first delay before a waiting tenant (verification, gates) is checked again, in
+    /// milliseconds; later checks of the same wait back off (doubling, with jitter).
     pub wait_poll_ms: u64,
+    /// The longest delay between two checks of a waiting tenant, in milliseconds.
+    pub wait_poll_max_ms: u64,
+    /// How the pilot users' registration details are read: `auto`, `listing`, `per_user`.
+    pub pilot_details: String,
+    /// The page size `pilot_details = "auto"` assumes for `userRegistrationDetails`.
+    pub report_page_size: usize,
     /// How often a running rollout's scheduler runs, in milliseconds.
     pub advance_ms: u64,
     /// Attempts of a step before the tenant fails.
@@ -425,6 +432,21 @@ impl Settings {
                 "poll intervals must be at least 1 ms",
             ));
         }
+        if e.wait_poll_max_ms < e.wait_poll_ms {
+            return Err(SettingsError::new(
+                "engine.wait_poll_max_ms",
+                "must be at least engine.wait_poll_ms",
+            ));
+        }
+        if sspr_rollout::PilotDetailsRead::parse(&e.pilot_details).is_none() {
+            return Err(SettingsError::new(
+                "engine.pilot_details",
+                "must be \"auto\", \"listing\" or \"per_user\"",
+            ));
+        }
+        if e.report_page_size == 0 {
+            return Err(SettingsError::new("engine.report_page_size", "must be at least 1"));
+        }
         if !(1..=100).contains(&e.step_attempts) {
             return Err(SettingsError::new("engine.step_attempts", "must be 1 to 100"));
         }
@@ -512,6 +534,10 @@ impl Settings {
         sspr_rollout::EngineSettings {
             queue: "default".into(),
             poll: Duration::from_millis(self.engine.wait_poll_ms),
+            poll_max: Duration::from_millis(self.engine.wait_poll_max_ms),
+            pilot_details: sspr_rollout::PilotDetailsRead::parse(&self.engine.pilot_details)
+                .unwrap_or_default(),
+            report_page_size: self.engine.report_page_size,
             advance_every: Duration::from_millis(self.engine.advance_ms),
             step_attempts: self.engine.step_attempts,
             plan_concurrency: 4,

@@ -8,7 +8,7 @@ pub mod engine;
 mod graph_state;
 pub mod plan;
 
-pub use engine::{CreateOutcome, Engine, EngineSettings, OpError, RollbackScope};
+pub use engine::{CreateOutcome, Engine, EngineSettings, OpError, PilotDetailsRead, RollbackScope};
 pub use plan::{
     Advisory, Plan, PlanError, PlannedStep, Planner, SMS_VOICE_RETIREMENT, TenantPlan,
     sms_voice_advisory,

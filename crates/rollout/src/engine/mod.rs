@@ -44,8 +44,19 @@ pub const ENGINE_ACTOR: &str = "engine";
 pub struct EngineSettings {
     /// The queue its jobs go to.
     pub queue: String,
-    /// How often a waiting tenant (pilot verification, gates, final verification) is checked.
+    /// The first delay before a waiting tenant (pilot verification, gates, final verification)
+    /// is checked again; each further check of the same wait waits as long as the wait has
+    /// lasted (so the delays double), up to `poll_max`, less up to a quarter of jitter. A
+    /// tenant waiting for its scope task is checked only when the task is attested (and once
+    /// per `poll_max` as a safety net).
     pub poll: Duration,
+    /// The longest delay between two checks of a waiting tenant.
+    pub poll_max: Duration,
+    /// How pilot verification and the gates read the pilot users' registration details.
+    pub pilot_details: PilotDetailsRead,
+    /// The page size assumed for `userRegistrationDetails` when
+    /// [`PilotDetailsRead::Auto`] compares a listing with one read per pilot user.
+    pub report_page_size: usize,
     /// How often a running rollout's scheduler runs when nothing wakes it earlier.
     pub advance_every: Duration,
     /// Attempts of a step job before the tenant fails with the step's last error.
@@ -59,9 +70,38 @@ impl Default for EngineSettings {
         Self {
             queue: "default".into(),
             poll: Duration::from_secs(60),
+            poll_max: Duration::from_secs(30 * 60),
+            pilot_details: PilotDetailsRead::Auto,
+            report_page_size: 100,
             advance_every: Duration::from_secs(5),
             step_attempts: 6,
             plan_concurrency: 4,
+        }
+    }
+}
+
+/// How the pilot users' `userRegistrationDetails` are read (each request is one of Graph's
+/// report reads: 5 per 10 s per tenant, 122 per 10 s per app).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PilotDetailsRead {
+    /// The listing when the tenant's users (as its last verification counted them) fit in no
+    /// more pages than there are pilot users, else one read per pilot user.
+    #[default]
+    Auto,
+    /// The listing, page by page, keeping only the pilot users.
+    Listing,
+    /// `userRegistrationDetails/{id}`, one read per pilot user.
+    PerUser,
+}
+
+impl PilotDetailsRead {
+    /// Parses `auto`, `listing` or `per_user`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(Self::Auto),
+            "listing" => Some(Self::Listing),
+            "per_user" => Some(Self::PerUser),
+            _ => None,
         }
     }
 }
@@ -109,6 +149,22 @@ pub(crate) struct RolloutPayload {
 
 pub(crate) fn later(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     TimeDelta::from_std(d).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(now)
+}
+
+/// The delay before a waiting tenant is checked again, when the same wait has lasted
+/// `waited` so far: as long as it has lasted (so that the checks' delays double), at least
+/// `first`, at most `max`, less up to a quarter (`jitter` in 0..1) so that tenants that began
+/// waiting together drift apart. The first check of a wait comes after exactly `first`.
+pub(crate) fn wait_backoff(
+    first: Duration,
+    max: Duration,
+    waited: Duration,
+    jitter: f64,
+) -> Duration {
+    let first = first.min(max);
+    let base = waited.clamp(first, max);
+    let jittered = base.mul_f64(1.0 - jitter.clamp(0.0, 1.0) / 4.0);
+    jittered.max(first)
 }
 
 /// Whether a step job runs in this state.
@@ -331,5 +387,81 @@ pub(crate) fn update_to(to: TenantState, at: DateTime<Utc>) -> sspr_store::Tenan
         scope_group_id: None,
         gate_entered_at: None,
         at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIRST: Duration = Duration::from_millis(150);
+    const MAX: Duration = Duration::from_secs(30 * 60);
+
+    /// The checks of one wait, without jitter: each delay is the time waited so far.
+    fn schedule(first: Duration, max: Duration, checks: usize) -> Vec<Duration> {
+        let mut waited = Duration::ZERO;
+        let mut delays = Vec::new();
+        for _ in 0..checks {
+            let d = wait_backoff(first, max, waited, 0.0);
+            delays.push(d);
+            waited += d;
+        }
+        delays
+    }
+
+    #[test]
+    fn a_wait_is_checked_first_after_the_poll_then_doubling_up_to_the_max() {
+        let s = schedule(Duration::from_secs(60), MAX, 9);
+        let secs: Vec<u64> = s.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [60, 60, 120, 240, 480, 960, 1800, 1800, 1800]);
+        // The tests' fast setting: 150 ms first.
+        let fast = schedule(FIRST, MAX, 4);
+        assert_eq!(fast, [FIRST, FIRST, FIRST * 2, FIRST * 4]);
+        // A day-long wait (a soak, an approval) checks about 50 times, not 1,440.
+        let mut waited = Duration::ZERO;
+        let mut checks = 0;
+        while waited < Duration::from_secs(86_400) {
+            waited += wait_backoff(Duration::from_secs(60), MAX, waited, 0.0);
+            checks += 1;
+        }
+        assert!(checks <= 53, "{checks} checks in a day");
+    }
+
+    #[test]
+    fn jitter_takes_at_most_a_quarter_and_never_goes_below_the_first_delay() {
+        for i in 0..=100 {
+            let jitter = f64::from(i) / 100.0;
+            let d = wait_backoff(FIRST, MAX, Duration::from_secs(100), jitter);
+            assert!(d <= Duration::from_secs(100) && d >= Duration::from_secs(75), "{d:?}");
+            let capped = wait_backoff(FIRST, MAX, Duration::from_secs(86_400), jitter);
+            assert!(capped <= MAX && capped >= MAX.mul_f64(0.75), "{capped:?}");
+            assert_eq!(wait_backoff(FIRST, MAX, Duration::ZERO, jitter), FIRST);
+        }
+        // Two tenants that began waiting together drift apart.
+        assert_ne!(
+            wait_backoff(FIRST, MAX, Duration::from_secs(600), 0.1),
+            wait_backoff(FIRST, MAX, Duration::from_secs(600), 0.9)
+        );
+        // A first delay above the max is held to the max.
+        assert_eq!(wait_backoff(MAX * 2, MAX, Duration::ZERO, 0.5), MAX);
+    }
+
+    #[test]
+    fn pilot_details_come_from_the_listing_when_it_takes_no_more_reads() {
+        use steps::listing_is_cheaper as cheaper;
+        let auto = PilotDetailsRead::Auto;
+        // 25 users are one page: one read instead of two.
+        assert!(cheaper(auto, Some(25), 100, 2));
+        // 120 users are two pages: as many as two pilot users, fewer than five.
+        assert!(cheaper(auto, Some(120), 100, 2));
+        assert!(cheaper(auto, Some(120), 100, 5));
+        // 50,000 users are 500 pages: five reads of the pilot users instead.
+        assert!(!cheaper(auto, Some(50_000), 100, 5));
+        // Unknown size: one read per pilot user.
+        assert!(!cheaper(auto, None, 100, 5));
+        assert!(cheaper(PilotDetailsRead::Listing, None, 100, 1));
+        assert!(!cheaper(PilotDetailsRead::PerUser, Some(1), 100, 5));
+        assert_eq!(PilotDetailsRead::parse("per_user"), Some(PilotDetailsRead::PerUser));
+        assert_eq!(PilotDetailsRead::parse("batch"), None);
     }
 }

@@ -320,7 +320,9 @@ impl Engine {
         for t in self.all_tenants(id).await? {
             if t.state == TenantState::Gate.as_str() {
                 let key = format!("step:{id}:{}:{}", t.tenant_id, TenantState::Gate.as_str());
-                self.store().wake_job(&key, self.now()).await?;
+                if self.store().wake_job(&key, self.now()).await? {
+                    self.inner.enqueuer.wake_signal().notify_one();
+                }
             }
         }
         Ok(n)
@@ -435,7 +437,10 @@ impl Engine {
             found.tenant_id,
             TenantState::PilotVerifying.as_str()
         );
-        self.store().wake_job(&key, self.now()).await?;
+        // The waiting tenant is not polled while its task is open: this is what moves it.
+        if self.store().wake_job(&key, self.now()).await? {
+            self.inner.enqueuer.wake_signal().notify_one();
+        }
         self.store().get_task(task).await?.ok_or(OpError::NotFound)
     }
 }

@@ -3,7 +3,8 @@
 //! difference, and stores a snapshot of what it is about to change before every write, so a
 //! step run twice (after a crash or a lost lease) changes nothing twice.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
@@ -18,7 +19,8 @@ use sspr_graph::{
     types::{
         ALL_USERS, AuthenticationMethodsPolicy, CampaignIncludeTarget, ExcludeTarget,
         MethodConfigPatch, MethodState, MethodTarget, NewSecurityGroup, RegistrationCampaign,
-        ReportPopulation, TargetType, User, mail_nickname_from, registration_campaign_patch,
+        ReportPopulation, TargetType, User, UserRegistrationDetails, mail_nickname_from,
+        registration_campaign_patch,
     },
 };
 use sspr_queue::{Job, JobDone, JobError, JobFuture, JobHandler};
@@ -29,7 +31,16 @@ use sspr_store::{Rollout, RolloutTenant, Snapshot, StoreError, Task, Tenant, Ten
 /// readiness refreshes when Graph's reporting budget is short.
 const HIGH: sspr_graph::ReportPriority = sspr_graph::ReportPriority::High;
 
-use super::{ENGINE_ACTOR, Engine, STEP_KIND, StepPayload, later, update_to};
+/// A report read still unanswered after this long is waiting for Graph's reporting budget
+/// (the client's report limiter, or a `Retry-After`): the tenant's reason says so meanwhile.
+const REPORT_WAIT_NOTICE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The waiting reason of a tenant whose step waits for the reporting budget.
+pub(crate) const REPORT_BUDGET: &str = "report budget";
+
+use super::{
+    ENGINE_ACTOR, Engine, PilotDetailsRead, STEP_KIND, StepPayload, later, update_to, wait_backoff,
+};
 use crate::{
     SCOPE_GROUP_DESCRIPTION,
     graph_state::{
@@ -64,8 +75,10 @@ impl JobHandler for StepHandler {
 pub(crate) enum Outcome {
     /// Move on to `to`.
     Next { to: TenantState, kind: &'static str, detail: Value, gate_entered: bool },
-    /// Not yet: check again after the poll interval. `waiting_for` names what is missing.
-    Wait { waiting_for: String },
+    /// Not yet: check again later (see [`wait_backoff`]), not after `until` when given, and
+    /// only when an operation wakes the job (or after the longest delay) when `woken`.
+    /// `waiting_for` names what is missing.
+    Wait { waiting_for: String, until: Option<DateTime<Utc>>, woken: bool },
     /// The tenant cannot proceed (a stable code).
     Block { code: String, message: String },
     /// The tenant failed (a stable code).
@@ -135,6 +148,15 @@ struct PilotDetail {
     capable_without_phone: bool,
 }
 
+/// What a step noticed about its report reads.
+#[derive(Debug, Default)]
+pub(crate) struct ReportNotes {
+    /// A report read waited past [`REPORT_WAIT_NOTICE`] and the reason was set meanwhile.
+    waited: AtomicBool,
+    /// A report read ended with Graph's 429 (past the client's own retries).
+    throttled: AtomicBool,
+}
+
 /// Everything a step works with.
 pub(crate) struct Ctx<'a> {
     pub(crate) engine: &'a Engine,
@@ -143,6 +165,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) spec: RolloutSpec,
     pub(crate) tenant: Tenant,
     pub(crate) gt: GraphTenant,
+    pub(crate) notes: ReportNotes,
 }
 
 fn premium(t: &Tenant) -> bool {
@@ -181,10 +204,15 @@ impl Engine {
             self.hold(&rollout, &rt, state).await.map_err(db)?;
             return Ok(JobDone::Finished);
         }
-        let outcome = match self.prepare(rollout_id.clone(), rt.clone(), &rollout).await {
-            Ok(ctx) => ctx.run(state).await,
-            Err(o) => Ok(o),
-        };
+        let (outcome, report_waited, report_throttled) =
+            match self.prepare(rollout_id.clone(), rt.clone(), &rollout).await {
+                Ok(ctx) => {
+                    let outcome = ctx.run(state).await;
+                    let n = &ctx.notes;
+                    (outcome, n.waited.load(Ordering::Relaxed), n.throttled.load(Ordering::Relaxed))
+                }
+                Err(o) => (Ok(o), false, false),
+            };
         // A 429 the client could not wait out is throttling, not a refusal.
         let outcome = outcome.map_err(|e| match e {
             StepError::Graph(g) => throttled(&g).unwrap_or(StepError::Graph(g)),
@@ -196,6 +224,11 @@ impl Engine {
             Err(StepError::Throttled { message, retry_after }) => {
                 let wait = throttled_wait(retry_after);
                 tracing::info!(rollout = %rollout_id, tenant = %rt.tenant_id, state = state.as_str(), reason = %message, wait_ms = wait.as_millis() as u64, "tenant step throttled; runs again later");
+                if report_throttled || report_waited {
+                    self.note_waiting(&rollout_id, &rt, state, REPORT_BUDGET, report_waited)
+                        .await
+                        .map_err(db)?;
+                }
                 return Ok(JobDone::RunAgainAt(later(self.now(), wait)));
             }
             Err(StepError::Graph(e)) => {
@@ -212,7 +245,44 @@ impl Engine {
                 fail("step_retries_exhausted", msg)
             }
         };
-        self.conclude(&rollout_id, &rt, state, outcome).await.map_err(db)
+        self.conclude(&rollout_id, &rt, state, outcome, report_waited).await.map_err(db)
+    }
+
+    /// Records that the tenant waits for `waiting_for` (its reason and a `waiting` event),
+    /// unless its reason says so already; `force` writes it even then (the reason was changed
+    /// since `rt` was read). `true` when it was written.
+    async fn note_waiting(
+        &self,
+        rollout_id: &RolloutId,
+        rt: &RolloutTenant,
+        state: TenantState,
+        waiting_for: &str,
+        force: bool,
+    ) -> Result<bool, StoreError> {
+        let reason = format!("waiting for {waiting_for}");
+        if !force && rt.reason.as_deref() == Some(reason.as_str()) {
+            return Ok(false);
+        }
+        let now = self.now();
+        let mut update = update_to(state, now);
+        update.reason = Some(Some(reason));
+        self.store()
+            .transition_rollout_tenant(
+                rollout_id,
+                &rt.tenant_id,
+                state.as_str(),
+                update,
+                sspr_store::NewEvent {
+                    tenant_id: Some(rt.tenant_id.clone()),
+                    at: now,
+                    actor: ENGINE_ACTOR.into(),
+                    kind: "waiting".into(),
+                    from_state: Some(state.as_str().into()),
+                    to_state: Some(state.as_str().into()),
+                    detail: json!({"waiting_for": waiting_for}),
+                },
+            )
+            .await
     }
 
     /// Pauses or cancels a tenant whose rollout was paused or cancelled while its job waited.
@@ -260,7 +330,7 @@ impl Engine {
         let gt = self.inner.registry.graph_tenant(&tenant).await.map_err(|e| {
             block("credentials_unreadable", format!("the tenant's credentials cannot be used: {e}"))
         })?;
-        Ok(Ctx { engine: self, rollout_id, rt, spec, tenant, gt })
+        Ok(Ctx { engine: self, rollout_id, rt, spec, tenant, gt, notes: ReportNotes::default() })
     }
 
     /// Records a step's conclusion and says what the job does next.
@@ -270,6 +340,7 @@ impl Engine {
         rt: &RolloutTenant,
         state: TenantState,
         outcome: Outcome,
+        reason_changed: bool,
     ) -> Result<JobDone, StoreError> {
         let now = self.now();
         let tid = rt.tenant_id.as_str();
@@ -285,30 +356,32 @@ impl Engine {
                 tracing::info!(rollout = %rollout_id, tenant = tid, from = state.as_str(), to = to.as_str(), "tenant step done");
                 Ok(JobDone::Finished)
             }
-            Outcome::Wait { waiting_for } => {
-                let reason = format!("waiting for {waiting_for}");
-                if rt.reason.as_deref() != Some(reason.as_str()) {
-                    let mut update = update_to(state, now);
-                    update.reason = Some(Some(reason));
-                    self.store()
-                        .transition_rollout_tenant(
-                            rollout_id,
-                            tid,
-                            state.as_str(),
-                            update,
-                            sspr_store::NewEvent {
-                                tenant_id: Some(tid.to_owned()),
-                                at: now,
-                                actor: ENGINE_ACTOR.into(),
-                                kind: "waiting".into(),
-                                from_state: Some(state.as_str().into()),
-                                to_state: Some(state.as_str().into()),
-                                detail: json!({"waiting_for": waiting_for}),
-                            },
-                        )
-                        .await?;
+            Outcome::Wait { waiting_for, until, woken } => {
+                let written =
+                    self.note_waiting(rollout_id, rt, state, &waiting_for, reason_changed).await?;
+                let settings = self.settings();
+                if woken {
+                    // Attestation wakes the job; if it came while this step ran (the job was
+                    // not queued to be woken), look again at once.
+                    let task = self.store().find_task(rollout_id, tid, SCOPE_TASK).await?;
+                    if task.is_some_and(|t| t.state == "attested") {
+                        return Ok(JobDone::RunAgainAt(now));
+                    }
+                    return Ok(JobDone::RunAgainAt(later(now, settings.poll_max)));
                 }
-                Ok(JobDone::RunAgainAt(later(now, self.settings().poll)))
+                // How long this same wait has lasted: since its reason was written.
+                let waited = if written {
+                    std::time::Duration::ZERO
+                } else {
+                    (now - rt.updated_at).to_std().unwrap_or_default()
+                };
+                let jitter = rand::Rng::random_range(&mut rand::rng(), 0.0..1.0);
+                let mut delay = wait_backoff(settings.poll, settings.poll_max, waited, jitter);
+                if let Some(until) = until {
+                    let left = (until - now).to_std().unwrap_or_default();
+                    delay = delay.min(left.max(std::time::Duration::from_millis(1)));
+                }
+                Ok(JobDone::RunAgainAt(later(now, delay)))
             }
             Outcome::Block { code, message } | Outcome::Fail { code, message } => {
                 let to = if state == TenantState::Preflight && !code.starts_with("graph") {
@@ -483,8 +556,11 @@ impl Ctx<'_> {
             return Ok(None);
         }
         match self
-            .g()
-            .users_registered_by_feature_in(&self.gt, ReportPopulation::MEMBER_USERS, HIGH)
+            .report(self.g().users_registered_by_feature_in(
+                &self.gt,
+                ReportPopulation::MEMBER_USERS,
+                HIGH,
+            ))
             .await
         {
             Ok(u) => Ok(Coverage::of(&u)),
@@ -499,6 +575,128 @@ impl Ctx<'_> {
         Ok(self.coverage().await?.is_some_and(|c| c.is_all()))
     }
 
+    /// The "already All" decision the pilot stage made before it created anything (its
+    /// `pilot_applied` event), read back instead of asking Graph again: the later steps act on
+    /// the decision the pilot stage was applied under. Asks Graph only when no such event
+    /// says it (a tenant applied by an older version).
+    async fn already_all_decided(&self) -> Result<bool, StepError> {
+        if let Some(e) = self.last_event("pilot_applied").await? {
+            let decided = e.detail["already_all"]
+                .as_bool()
+                .or_else(|| e.detail["scope"]["skipped"].as_bool());
+            if let Some(all) = decided {
+                return Ok(all);
+            }
+        }
+        self.already_all().await
+    }
+
+    /// The tenant's newest event of `kind` in this rollout.
+    async fn last_event(&self, kind: &str) -> Result<Option<sspr_store::RolloutEvent>, StoreError> {
+        let mut after = None;
+        let mut found = None;
+        loop {
+            let page = self
+                .engine
+                .store()
+                .list_rollout_events(&self.rollout_id, after, Some(&self.rt.tenant_id), None, 500)
+                .await?;
+            let done = page.len() < 500;
+            after = page.last().map(|e| e.seq);
+            if let Some(e) = page.into_iter().rev().find(|e| e.kind == kind) {
+                found = Some(e);
+            }
+            if done || after.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Runs one report read; while it is still unanswered after [`REPORT_WAIT_NOTICE`] (waiting
+    /// for the reporting budget), the tenant's reason says so. Notes a 429 (Graph's reporting
+    /// limits outlasted the client's retries).
+    async fn report<T>(
+        &self,
+        read: impl std::future::Future<Output = Result<T, GraphError>>,
+    ) -> Result<T, GraphError> {
+        let mut read = std::pin::pin!(read);
+        let result = tokio::select! {
+            r = &mut read => r,
+            () = tokio::time::sleep(REPORT_WAIT_NOTICE) => {
+                self.note_report_wait().await;
+                read.await
+            }
+        };
+        if matches!(&result, Err(e) if e.status() == Some(429)) {
+            self.notes.throttled.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Sets the tenant's reason to "waiting for report budget" (once per step).
+    async fn note_report_wait(&self) {
+        let Some(state) = TenantState::parse(&self.rt.state) else { return };
+        if self.notes.waited.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) =
+            self.engine.note_waiting(&self.rollout_id, &self.rt, state, REPORT_BUDGET, true).await
+        {
+            tracing::warn!(rollout = %self.rollout_id, tenant = %self.rt.tenant_id, error = %e, "cannot record the wait for report budget");
+        }
+    }
+
+    /// The pilot users' registration details, in their order (`None` for one not in the
+    /// report yet); `None` when the tenant has no Entra ID P1/P2. Read as `engine.pilot_details`
+    /// says: the listing page by page keeping only the pilot users, or one read per user.
+    async fn pilot_registrations(
+        &self,
+        users: &[User],
+        priority: sspr_graph::ReportPriority,
+    ) -> Result<Option<Vec<Option<UserRegistrationDetails>>>, StepError> {
+        if !premium(&self.tenant) {
+            return Ok(None);
+        }
+        let settings = self.engine.settings();
+        let total_users = self.tenant.readiness.as_ref().and_then(|r| r["users"]["total"].as_u64());
+        if !listing_is_cheaper(
+            settings.pilot_details,
+            total_users,
+            settings.report_page_size,
+            users.len(),
+        ) {
+            let mut out = Vec::new();
+            for u in users {
+                match self.report(self.g().registration_details_of(&self.gt, &u.id, priority)).await
+                {
+                    Ok(d) => out.push(Some(d)),
+                    Err(e) if non_premium(&e) => return Ok(None),
+                    // Not in the report yet.
+                    Err(e) if e.status() == Some(404) => out.push(None),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok(Some(out));
+        }
+        let index: HashMap<String, usize> =
+            users.iter().enumerate().map(|(i, u)| (u.id.to_ascii_lowercase(), i)).collect();
+        let mut out: Vec<Option<UserRegistrationDetails>> = vec![None; users.len()];
+        let listed = self
+            .report(self.g().registration_details(&self.gt, priority, |page| {
+                for d in page {
+                    if let Some(i) = index.get(&d.id.to_ascii_lowercase()) {
+                        out[*i] = Some(d);
+                    }
+                }
+            }))
+            .await;
+        match listed {
+            Ok(()) => Ok(Some(out)),
+            Err(e) if non_premium(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// What selecting the pilot group would do to SSPR's reach (see [`scope_decision`]), with
     /// the coverage it was decided from. The pilot users' own details are read only when
     /// SSPR reaches some governed users but not all.
@@ -510,16 +708,10 @@ impl Ctx<'_> {
         let partial = coverage.is_some_and(|c| !c.is_all() && c.enabled > 0);
         let mut pilot_enabled = None;
         if partial {
-            let mut n = 0;
-            for u in users {
-                match self.g().registration_details_of(&self.gt, &u.id, HIGH).await {
-                    Ok(d) if governed_and_enabled(&d) => n += 1,
-                    Ok(_) => {}
-                    Err(e) if e.status() == Some(404) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            pilot_enabled = Some(n);
+            // Unreadable pilot details count as none enabled: a block, never a narrowing.
+            let details = self.pilot_registrations(users, HIGH).await?.unwrap_or_default();
+            let n = details.iter().flatten().filter(|d| governed_and_enabled(d)).count();
+            pilot_enabled = Some(n as u64);
         }
         Ok((scope_decision(coverage, pilot_enabled), coverage))
     }
@@ -736,9 +928,11 @@ impl Ctx<'_> {
         Ok(Outcome::Next {
             to: TenantState::PilotVerifying,
             kind: "pilot_applied",
+            // The decision is read back by the later steps instead of asking Graph again.
             detail: json!({
                 "group_id": group_id, "group_created": created, "members_added": added,
-                "applied": applied, "scope": scope,
+                "applied": applied, "scope": scope, "already_all": already_all,
+                "coverage": coverage,
             }),
             gate_entered: true,
         })
@@ -791,36 +985,35 @@ impl Ctx<'_> {
         Ok(self.engine.store().ensure_task(task).await?.0)
     }
 
-    /// Reads each pilot user's registration details; `None` when the tenant has no P1/P2.
+    /// What the gates read of each pilot user; `None` when the tenant has no P1/P2.
     async fn pilot_details(&self, users: &[User]) -> Result<Option<Vec<PilotDetail>>, StepError> {
-        if !premium(&self.tenant) {
-            return Ok(None);
-        }
         let required = self.spec.policy.methods_required;
-        let mut out = Vec::new();
-        for u in users {
-            match self.g().registration_details_of(&self.gt, &u.id, HIGH).await {
-                Ok(d) => out.push(PilotDetail {
-                    enabled: d.is_sspr_enabled,
-                    registered: d.is_sspr_registered,
-                    capable_without_phone: d.is_sspr_capable
-                        && enough_without_phone(
-                            &d.methods_registered,
-                            required,
-                            d.is_admin == Some(true),
-                        ),
-                }),
-                Err(e) if non_premium(&e) => return Ok(None),
-                // Not in the report yet: counts as none of them.
-                Err(e) if e.status() == Some(404) => out.push(PilotDetail::default()),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(Some(out))
+        let Some(details) = self.pilot_registrations(users, HIGH).await? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            details
+                .into_iter()
+                .map(|d| match d {
+                    Some(d) => PilotDetail {
+                        enabled: d.is_sspr_enabled,
+                        registered: d.is_sspr_registered,
+                        capable_without_phone: d.is_sspr_capable
+                            && enough_without_phone(
+                                &d.methods_registered,
+                                required,
+                                d.is_admin == Some(true),
+                            ),
+                    },
+                    // Not in the report yet: counts as none of them.
+                    None => PilotDetail::default(),
+                })
+                .collect(),
+        ))
     }
 
     async fn pilot_verify(&self) -> StepResult {
-        let already_all = self.already_all().await?;
+        let already_all = self.already_all_decided().await?;
         let mut evidence = json!({"already_all": already_all});
         if !already_all && self.spec.policy.scope_mode == ScopeMode::Manual {
             let task = self
@@ -832,7 +1025,17 @@ impl Ctx<'_> {
                 Some(t) if t.state == "attested" => {
                     evidence["attested_by"] = json!(t.attested_by);
                 }
-                Some(_) => return self.wait_or_fail("scope_task_attestation", "scope_not_enabled"),
+                // Not polled: the attestation wakes this job (`Engine::attest`).
+                Some(_) => {
+                    if self.past_deadline() {
+                        return self.wait_or_fail("scope_task_attestation", "scope_not_enabled");
+                    }
+                    return Ok(Outcome::Wait {
+                        waiting_for: "scope_task_attestation".into(),
+                        until: None,
+                        woken: true,
+                    });
+                }
                 None => {
                     return Ok(fail("scope_task_missing", "the scope task disappeared"));
                 }
@@ -901,7 +1104,7 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        Ok(Outcome::Wait { waiting_for: waiting_for.into() })
+        Ok(Outcome::Wait { waiting_for: waiting_for.into(), until: None, woken: false })
     }
 
     // ---- gates --------------------------------------------------------------------------
@@ -911,12 +1114,17 @@ impl Ctx<'_> {
         let mut unmet: Vec<&str> = Vec::new();
         let mut evidence = json!({});
         let since = self.rt.gate_entered_at.unwrap_or_else(|| self.now());
-        if self.now() < since + TimeDelta::minutes(i64::from(gates.soak_minutes)) {
+        let soak_end = since + TimeDelta::minutes(i64::from(gates.soak_minutes));
+        let soaking = self.now() < soak_end;
+        if soaking {
             unmet.push("soak");
         }
         let approved = self.rt.approved_at.is_some();
         let without_phone = gates.min_capable_without_phone_percent;
-        if gates.min_registered_percent > 0 || gates.min_pilot_resets > 0 || without_phone > 0 {
+        // While the soak lasts the gate cannot pass: its report reads wait until it is over.
+        if !soaking
+            && (gates.min_registered_percent > 0 || gates.min_pilot_resets > 0 || without_phone > 0)
+        {
             let users = match self.pilot_users().await? {
                 Ok(u) => u,
                 Err(o) => return Ok(o),
@@ -955,8 +1163,12 @@ impl Ctx<'_> {
                 let pilot_start = self.pilot_started().await?.unwrap_or(since);
                 let audits = if premium(&self.tenant) {
                     match self
-                        .g()
-                        .directory_audits(&self.gt, RESET_ACTIVITY, pilot_start, HIGH)
+                        .report(self.g().directory_audits(
+                            &self.gt,
+                            RESET_ACTIVITY,
+                            pilot_start,
+                            HIGH,
+                        ))
                         .await
                     {
                         Ok(a) => Some(a),
@@ -1017,24 +1229,23 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        Ok(Outcome::Wait { waiting_for: unmet.join(", ") })
+        Ok(Outcome::Wait {
+            waiting_for: unmet.join(", "),
+            until: soaking.then_some(soak_end),
+            woken: false,
+        })
     }
 
     /// When the pilot was applied (its event), to count resets from then on.
     async fn pilot_started(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let events = self
-            .engine
-            .store()
-            .list_rollout_events(&self.rollout_id, None, Some(&self.rt.tenant_id), None, 500)
-            .await?;
-        Ok(events.iter().rev().find(|e| e.kind == "pilot_applied").map(|e| e.at))
+        Ok(self.last_event("pilot_applied").await?.map(|e| e.at))
     }
 
     // ---- all ----------------------------------------------------------------------------
 
     async fn all_apply(&self) -> StepResult {
         let applied = self.apply_methods("all_apply", &Stage::All).await?;
-        let already_all = self.already_all().await?;
+        let already_all = self.already_all_decided().await?;
         let mut scope = json!({"skipped": already_all});
         if !already_all {
             let Some(gid) = self.rt.scope_group_id.clone() else {
@@ -1116,7 +1327,7 @@ impl Ctx<'_> {
             }
         }
         let mut evidence = json!({});
-        if !self.already_all().await?
+        if !self.already_all_decided().await?
             && let Some(gid) = &self.rt.scope_group_id
         {
             let members = self.g().group_members(&self.gt, gid).await?.len();
@@ -1142,6 +1353,26 @@ impl Ctx<'_> {
         }
         let waiting = format!("read-back of {}", wrong.join(", "));
         self.wait_or_fail(&waiting, "verification_mismatch")
+    }
+}
+
+/// Whether the pilot users' details are read from the `userRegistrationDetails` listing
+/// rather than one read per pilot user: always or never as `mode` says, and with
+/// [`PilotDetailsRead::Auto`] when the tenant's `total_users` (unknown: no) fit in no more
+/// pages of `page_size` than there are `pilots`.
+pub(crate) fn listing_is_cheaper(
+    mode: PilotDetailsRead,
+    total_users: Option<u64>,
+    page_size: usize,
+    pilots: usize,
+) -> bool {
+    match mode {
+        PilotDetailsRead::Listing => true,
+        PilotDetailsRead::PerUser => false,
+        PilotDetailsRead::Auto => total_users.is_some_and(|n| {
+            let pages = n.div_ceil(page_size.max(1) as u64).max(1);
+            pages <= pilots as u64
+        }),
     }
 }
 
