@@ -390,11 +390,13 @@ impl Api {
 }
 
 /// The rollout of both tests: canary of 2, then batches of 4, at most 4 tenants in flight,
-/// no soak, no approval, the registration campaign on, two pilot users per tenant.
+/// no soak, no approval, the registration campaign on, two pilot users per tenant, SMS managed
+/// (asked for: by default it is left as found) so that every managed method is followed.
 pub fn rollout_spec() -> Value {
     json!({
         "name": "SSPR across processes",
         "policy": {
+            "methods": {"sms": true},
             "pilot_group": {"name": PILOT_GROUP,
                             "members": ["user00003@{domain}", "user00004@{domain}"]},
             "registration_campaign": {"enabled": true, "snooze_days": 2},
