@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, delete, get, patch, post, put, web};
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use sspr_domain::{Role, TenantId};
 use sspr_registry::{
@@ -356,7 +355,7 @@ async fn import_tenants(
     caller: Caller,
     req: HttpRequest,
     query: web::Query<ImportQuery>,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> Result<web::Json<ImportReport>, ApiError> {
     caller.require(Role::Operator)?;
     if caller.access.tenants.restricted_to().is_some() {
@@ -374,16 +373,13 @@ async fn import_tenants(
         "application/json" => false,
         _ => return Err(ApiError::UnsupportedMediaTypeOf("text/csv or application/json")),
     };
-    let limit = state.settings.max_import_bytes;
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let body =
+        crate::idempotency::read_limited(declared, payload, state.settings.max_import_bytes)
+            .await?;
     let rows = if csv { sspr_registry::parse_csv(&body) } else { sspr_registry::parse_json(&body) }
         .map_err(|e| ApiError::ImportFile(e.to_string()))?;
     let dry_run = query.dry_run.unwrap_or(false);
