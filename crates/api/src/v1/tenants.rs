@@ -377,9 +377,8 @@ async fn import_tenants(
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let body =
-        crate::idempotency::read_limited(declared, payload, state.settings.max_import_bytes)
-            .await?;
+    let body = crate::idempotency::read_limited(declared, payload, state.settings.max_import_bytes)
+        .await?;
     let rows = if csv { sspr_registry::parse_csv(&body) } else { sspr_registry::parse_json(&body) }
         .map_err(|e| ApiError::ImportFile(e.to_string()))?;
     let dry_run = query.dry_run.unwrap_or(false);
