@@ -641,7 +641,8 @@ impl FanOut {
     }
 
     /// One delivery per target subscription. A tenant's gate wait for approval carries a
-    /// dedup key naming the gate entry, so it is delivered once per wait.
+    /// dedup key naming the gate entry, so it is delivered once per wait; a tenant's SMS risk
+    /// one naming the rollout and tenant, so it is delivered once per rollout.
     pub(crate) fn deliveries(
         &self,
         targets: &[Target],
@@ -651,16 +652,20 @@ impl FanOut {
         gate_entered_at: Option<i64>,
     ) -> Result<Vec<DeliveryValues>, StoreError> {
         let (rollout_name, tenant_name) = (rollout_name.as_deref(), tenant_name.as_deref());
-        let dedup_key =
-            (self.event_type == WebhookEventType::TenantGateWaitingApproval).then(|| {
-                format!(
-                    "{}:{}:{}:{}",
-                    self.event_type.as_str(),
-                    self.rollout_id,
-                    self.tenant_id.as_deref().unwrap_or(""),
-                    gate_entered_at.unwrap_or(0)
-                )
-            });
+        let tenant = self.tenant_id.as_deref().unwrap_or("");
+        let dedup_key = match self.event_type {
+            WebhookEventType::TenantGateWaitingApproval => Some(format!(
+                "{}:{}:{tenant}:{}",
+                self.event_type.as_str(),
+                self.rollout_id,
+                gate_entered_at.unwrap_or(0)
+            )),
+            // One ticket per customer and rollout: a retried preflight does not send it again.
+            WebhookEventType::TenantSmsRisk => {
+                Some(format!("{}:{}:{tenant}", self.event_type.as_str(), self.rollout_id))
+            }
+            _ => None,
+        };
         targets
             .iter()
             .map(|target| {

@@ -82,6 +82,7 @@ conformance!(
     tenants_due_for_sspr_report_missing_first_then_oldest,
     webhooks_round_trip_page_patch_rotate_and_delete,
     webhook_fan_out_is_transactional_and_follows_types_and_scope,
+    webhook_sms_risk_is_sent_once_per_rollout_and_tenant,
     webhook_attempts_redelivery_and_counts,
 );
 

@@ -372,6 +372,38 @@ pub(crate) async fn webhook_fan_out_is_transactional_and_follows_types_and_scope
     );
 }
 
+pub(crate) async fn webhook_sms_risk_is_sent_once_per_rollout_and_tenant(store: &Store) {
+    let psa = sub(&["tenant.sms_risk"], None, true);
+    store.insert_webhook(&psa).await.unwrap();
+    let r = rollout(store, &["ten_a", "ten_b"]).await;
+    let risk = |tenant: &str, at: i64| {
+        let mut e = ev(Some(tenant), sspr_domain::SMS_RISK_EVENT, "", "", at);
+        e.from_state = None;
+        e.to_state = None;
+        e.detail = json!({"figures": {"phone_dependent": 7}});
+        e
+    };
+    // A retried preflight records the risk again; the PSA gets one ticket per tenant.
+    for at in [1, 2, 3] {
+        store.append_rollout_event(&r, risk("ten_a", at)).await.unwrap();
+    }
+    store.append_rollout_event(&r, risk("ten_b", 4)).await.unwrap();
+    let got = received(store, &psa.id).await;
+    assert_eq!(
+        got,
+        vec![
+            ("tenant.sms_risk".to_owned(), Some("ten_a".to_owned())),
+            ("tenant.sms_risk".to_owned(), Some("ten_b".to_owned()))
+        ]
+    );
+    // Another rollout of the same tenant is another ticket.
+    let again = rollout(store, &["ten_a"]).await;
+    store.append_rollout_event(&again, risk("ten_a", 5)).await.unwrap();
+    assert_eq!(received(store, &psa.id).await.len(), 3);
+    let d = store.list_webhook_deliveries(&psa.id, None, None, 1).await.unwrap().remove(0);
+    assert_eq!(d.payload["data"]["detail"]["figures"]["phone_dependent"], 7);
+}
+
 pub(crate) async fn webhook_attempts_redelivery_and_counts(store: &Store) {
     let w = sub(&["tenant.completed"], None, true);
     store.insert_webhook(&w).await.unwrap();
