@@ -82,6 +82,12 @@ impl Coverage {
     pub(crate) fn is_all(&self) -> bool {
         self.users > 0 && self.enabled >= self.users
     }
+
+    /// SSPR reaches some governed users but not all: only then do the pilot users' own
+    /// details decide whether selecting the pilot group would narrow it.
+    pub(crate) fn is_partial(&self) -> bool {
+        !self.is_all() && self.enabled > 0
+    }
 }
 
 /// What the pilot stage's scope step (SSPR = Selected, the pilot group) may do in a tenant.
@@ -186,6 +192,9 @@ mod tests {
     #[test]
     fn a_tenant_with_only_admins_is_not_all_and_proceeds() {
         assert!(!members(0, 0).unwrap().is_all());
+        assert!(!members(0, 0).unwrap().is_partial());
+        assert!(members(200, 50).unwrap().is_partial());
+        assert!(!members(200, 200).unwrap().is_partial());
         assert_eq!(scope_decision(members(0, 0), None), ScopeDecision::Proceed);
     }
 

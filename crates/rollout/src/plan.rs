@@ -570,7 +570,7 @@ impl Planner {
         }
         // Never narrow SSPR: decide what selecting the pilot group would do to its reach.
         let mut pilot_enabled = None;
-        if coverage.is_some_and(|c| !c.is_all() && c.enabled > 0) {
+        if coverage.is_some_and(|c| c.is_partial()) {
             let mut n = 0;
             for id in &resolved {
                 match g.registration_details_of(t, id, PLANNING).await {

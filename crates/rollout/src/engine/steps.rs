@@ -705,9 +705,8 @@ impl Ctx<'_> {
         users: &[User],
     ) -> Result<(ScopeDecision, Option<Coverage>), StepError> {
         let coverage = self.coverage().await?;
-        let partial = coverage.is_some_and(|c| !c.is_all() && c.enabled > 0);
         let mut pilot_enabled = None;
-        if partial {
+        if coverage.is_some_and(|c| c.is_partial()) {
             // Unreadable pilot details count as none enabled: a block, never a narrowing.
             let details = self.pilot_registrations(users, HIGH).await?.unwrap_or_default();
             let n = details.iter().flatten().filter(|d| governed_and_enabled(d)).count();
